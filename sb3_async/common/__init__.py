@@ -1,0 +1,1 @@
+"""The Hogwild machinery shared by every sb3_async algorithm."""

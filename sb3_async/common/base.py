@@ -1,0 +1,224 @@
+"""Asynchronous (Hogwild) training, shared by every sb3_async algorithm.
+
+:class:`AsyncAlgorithm` is a mixin placed before an SB3 base class. In ``learn`` the main
+process puts the policy and the optimizer statistics in shared memory, forks ``n_workers``
+workers and then only supervises: it reads the global step counter, drives the callbacks as
+the counter advances, merges the workers' reports into the logger and raises any worker's
+failure. Each worker runs the algorithm's ``_worker_loop`` on its own copy of the environment,
+with a private copy of the parameters that it refreshes from, and applies gradients to, the
+shared model.
+"""
+
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
+from stable_baselines3.common.utils import get_device, set_random_seed
+from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_async.common.envs import check_worker_env, is_env_factory
+from sb3_async.common.local_copy import LocalCopy
+from sb3_async.common.optim import check_optimizer_class, share_optimizer_state
+from sb3_async.common.pool import WorkerContext, WorkerPool
+from sb3_async.common.reporting import ReportAggregator, WorkerReporter
+from sb3_async.common.validation import check_bool, check_int
+from sb3_async.common.vec_normalize import shared_normalization
+
+__all__ = ["AsyncAlgorithm", "default_n_workers"]
+
+# Seconds the main process waits for worker messages between two looks at the step counter.
+_POLL_INTERVAL = 0.02
+
+
+def default_n_workers() -> int:
+    """The number of CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class AsyncAlgorithm:
+    """
+    Hogwild training for an SB3 algorithm. Subclasses implement :meth:`_worker_loop`.
+
+    In the main process, callbacks are called once for every ``n_envs`` global steps (as one
+    ``VecEnv.step`` of A2C would), with ``num_timesteps`` set to the global step counter; their
+    ``locals`` hold ``infos`` and ``dones`` built from the episodes the workers finished
+    (observations, actions and rewards stay in the workers).
+    """
+
+    #: Policy submodules that workers read from shared memory instead of copying.
+    _keep_shared_modules: ClassVar[tuple[str, ...]] = ()
+
+    n_workers: int
+    env: VecEnv | None
+    policy: Any
+
+    # --- construction -------------------------------------------------------------------
+
+    def _init_async(self, n_workers: int | None, device: th.device | str, policy_kwargs: dict[str, Any] | None) -> str:
+        """Check the arguments common to all asynchronous algorithms; return the device to use."""
+        self.n_workers = default_n_workers() if n_workers is None else check_int("n_workers", n_workers, minimum=1)
+        self._n_learn_calls = 0
+        if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
+            raise TypeError(f"policy_kwargs must be a dict or None, got {type(policy_kwargs).__name__}")
+        if device == "auto":
+            return "cpu"
+        if get_device(device).type != "cpu":
+            raise ValueError(f"device={device!r}: asynchronous workers share parameters in CPU memory; use 'cpu' or 'auto'")
+        return "cpu"
+
+    @staticmethod
+    def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
+        # Also used by ``load`` and ``set_env``: every way an env arrives goes through here.
+        if is_env_factory(env):
+            env = env()  # type: ignore[operator]
+        vec_env = BaseAlgorithm._wrap_env(env, verbose, monitor_wrapper)
+        check_worker_env(vec_env)
+        return vec_env
+
+    def _check_optimizer(self) -> None:
+        # SB3 policies default to Adam when policy_kwargs names no optimizer.
+        kwargs = self.policy_kwargs  # type: ignore[attr-defined]
+        check_optimizer_class(kwargs.get("optimizer_class", th.optim.Adam), kwargs.get("optimizer_kwargs"))
+
+    def _share_memory(self) -> None:
+        """Put the policy's parameters and its optimizer's statistics in shared memory (idempotent)."""
+        self.policy.share_memory()
+        share_optimizer_state(self.policy.optimizer)
+
+    # --- main process --------------------------------------------------------------------
+
+    def _learn_async(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback,
+        log_interval: int | None,
+        tb_log_name: str,
+        reset_num_timesteps: bool,
+        progress_bar: bool,
+    ) -> Any:
+        check_int("total_timesteps", total_timesteps, minimum=1)
+        if log_interval is not None:
+            check_int("log_interval", log_interval, minimum=1)
+        if not isinstance(tb_log_name, str):
+            raise TypeError(f"tb_log_name must be a string, got {tb_log_name!r}")
+        check_bool("reset_num_timesteps", reset_num_timesteps)
+        check_bool("progress_bar", progress_bar)
+        if self.env is None:
+            raise ValueError("env is None: set an environment with set_env(env) before calling learn()")
+
+        total_timesteps, callback = self._setup_learn(  # type: ignore[attr-defined]
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        self._run_workers(callback, total_timesteps, log_interval)
+        callback.on_training_end()
+        return self
+
+    def _worker_seeds(self) -> list[int]:
+        """Distinct seeds, one per worker, reproducible from ``seed`` and the number of ``learn`` calls."""
+        entropy = self.seed if self.seed is not None else np.random.SeedSequence().entropy  # type: ignore[attr-defined]
+        sequence = np.random.SeedSequence(entropy, spawn_key=(self._n_learn_calls,))
+        self._n_learn_calls += 1
+        return [int(child.generate_state(1)[0]) % 2**31 for child in sequence.spawn(self.n_workers)]
+
+    def _run_workers(self, callback: BaseCallback, total_timesteps: int, log_interval: int | None) -> None:
+        self._share_memory()
+        seeds = self._worker_seeds()
+        if self.verbose >= 2:  # type: ignore[attr-defined]
+            print(f"Starting {self.n_workers} workers with seeds {seeds}")
+        reports = ReportAggregator()
+        updates_at_start = self._n_updates  # type: ignore[has-type]
+        next_dump = log_interval
+        torch_threads = th.get_num_threads()
+        # The workers use the cores; evaluation in the main process must not fight them.
+        th.set_num_threads(1)
+        try:
+            with (
+                shared_normalization(self.env),
+                WorkerPool(
+                    self._worker_main,
+                    seeds,
+                    self.num_timesteps,
+                    total_timesteps,  # type: ignore[has-type]
+                ) as pool,
+            ):
+                self._on_workers_started(pool)
+                running = True
+                while running:
+                    for _, _, report in pool.poll(timeout=_POLL_INTERVAL):
+                        reports.add(report, self.ep_info_buffer, self.ep_success_buffer)  # type: ignore[attr-defined]
+                        self._episode_num += len(report["episodes"])  # type: ignore[has-type]
+                    self._n_updates = updates_at_start + reports.n_updates
+                    running = self._step_callbacks(callback, pool.global_steps, reports) and not pool.finished
+                    if next_dump is not None and reports.n_updates >= next_dump:
+                        next_dump = (reports.n_updates // log_interval + 1) * log_interval  # type: ignore[operator]
+                        reports.record_stats(self.logger)  # type: ignore[attr-defined]
+                        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")  # type: ignore[attr-defined]
+                        self._dump_logs(reports.n_updates)
+            self.num_timesteps = max(self.num_timesteps, pool.global_steps)
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)  # type: ignore[attr-defined]
+        finally:
+            th.set_num_threads(torch_threads)
+
+    def _on_workers_started(self, pool: WorkerPool) -> None:
+        """Hook for subclasses (e.g. to log per-worker settings)."""
+
+    def _dump_logs(self, iteration: int) -> None:
+        self.dump_logs(iteration)  # type: ignore[attr-defined]
+
+    def _step_callbacks(self, callback: BaseCallback, global_steps: int, reports: ReportAggregator) -> bool:
+        """Call ``callback.on_step`` once per ``n_envs`` global steps up to ``global_steps``."""
+        n_envs = self.n_envs  # type: ignore[attr-defined]
+        if self.num_timesteps + n_envs > global_steps:  # type: ignore[has-type]
+            return True
+        callback.on_rollout_start()
+        while self.num_timesteps + n_envs <= global_steps:  # type: ignore[has-type]
+            self.num_timesteps += n_envs
+            infos, dones = reports.take_step_infos(n_envs)
+            callback.update_locals({"infos": infos, "dones": dones})
+            if not callback.on_step():
+                return False
+        self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)  # type: ignore[attr-defined]
+        callback.on_rollout_end()
+        return True
+
+    # --- worker process ------------------------------------------------------------------
+
+    def _worker_main(self, context: WorkerContext) -> None:
+        """Entry point of a worker (runs in the forked child, on the child's copy of ``self``)."""
+        # Argument validation in torch.distributions costs more than the small networks'
+        # forward pass; the values are produced by the policy itself.
+        th.distributions.Distribution.set_default_validate_args(False)
+        set_random_seed(context.seed)
+        self.action_space.seed(context.seed)  # type: ignore[attr-defined]
+        assert self.env is not None
+        self.env.seed(context.seed)
+        self._last_obs = self.env.reset()
+        self._last_episode_starts = np.ones((self.env.num_envs,), dtype=bool)
+        if self._vec_normalize_env is not None:  # type: ignore[attr-defined]
+            self._last_original_obs = self._vec_normalize_env.get_original_obs()  # type: ignore[attr-defined]
+        self._logger = Logger(folder=None, output_formats=[])
+        local = LocalCopy(self.policy, keep_shared=self._keep_shared_modules)
+        self.policy = local.module
+        reporter = WorkerReporter(context)
+        self._worker_loop(context, local, reporter)
+        reporter.send()
+
+    def _worker_loop(self, context: WorkerContext, local: LocalCopy, reporter: WorkerReporter) -> None:
+        """
+        The algorithm's actor-learner loop; runs in a worker until ``context.should_stop()``.
+
+        ``self.policy`` is the worker's local copy (``local.module``); its ``optimizer`` applies
+        gradients to the shared parameters. Call ``local.pull()`` to refresh the local copy,
+        ``context.add_steps(n)`` for every environment step, ``reporter.add_step(infos, dones)``
+        after every step and ``reporter.add_update(self.logger)`` after every update.
+        """
+        raise NotImplementedError

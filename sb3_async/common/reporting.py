@@ -1,0 +1,115 @@
+"""Episode results and training statistics, batched in the workers and merged in the main process."""
+
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.logger import Logger
+
+from sb3_async.common.pool import WorkerContext
+
+__all__ = ["ReportAggregator", "WorkerReporter"]
+
+# SB3 algorithms record their own running update count; the main process counts updates itself.
+_WORKER_LOCAL_KEYS = frozenset({"train/n_updates"})
+
+
+class WorkerReporter:
+    """
+    Collects, in a worker, finished episodes and the values that training code records with
+    ``logger.record``, and sends them to the main process at most every ``interval`` seconds
+    (one message per interval keeps the queue cheap at thousands of steps per second).
+
+    :param context: the worker's context
+    :param interval: seconds between messages
+    """
+
+    def __init__(self, context: WorkerContext, interval: float = 0.2) -> None:
+        self._context = context
+        self._interval = interval
+        self._last_send = time.monotonic()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._episodes: list[dict[str, Any]] = []
+        self._successes: list[bool] = []
+        self._stats: dict[str, list[float]] = {}
+        self._n_updates = 0
+
+    def add_step(self, infos: list[dict[str, Any]], dones: np.ndarray) -> None:
+        """Record the episodes that ended at this step (from ``Monitor``'s ``info["episode"]``)."""
+        for info, done in zip(infos, dones):
+            episode = info.get("episode")
+            if episode is not None:
+                self._episodes.append(episode)
+            if done and info.get("is_success") is not None:
+                self._successes.append(bool(info["is_success"]))
+        self.maybe_send()
+
+    def add_update(self, logger: Logger) -> None:
+        """Record one gradient update and take (and clear) what was recorded in ``logger``."""
+        self._n_updates += 1
+        for key, value in logger.name_to_value.items():
+            if key in _WORKER_LOCAL_KEYS or not np.isscalar(value):
+                continue
+            total = self._stats.setdefault(key, [0.0, 0])
+            total[0] += float(value)
+            total[1] += 1
+        logger.dump()  # a logger without outputs: this only clears it
+        self.maybe_send()
+
+    def maybe_send(self) -> None:
+        if time.monotonic() - self._last_send >= self._interval:
+            self.send()
+
+    def send(self) -> None:
+        """Send what was collected since the last message, if anything."""
+        self._last_send = time.monotonic()
+        if self._episodes or self._successes or self._n_updates:
+            report = {
+                "episodes": self._episodes,
+                "successes": self._successes,
+                "stats": self._stats,
+                "n_updates": self._n_updates,
+            }
+            self._context.send("report", report)
+            self._reset()
+
+
+class ReportAggregator:
+    """
+    Merges worker reports in the main process: episodes go to the algorithm's info buffers and
+    to the callbacks, training statistics are averaged over all updates since the last dump.
+    """
+
+    def __init__(self) -> None:
+        self.pending_episodes: deque[dict[str, Any]] = deque(maxlen=100_000)
+        self._stats: dict[str, list[float]] = {}
+        self.n_updates = 0
+
+    def add(self, report: dict[str, Any], ep_info_buffer: deque, ep_success_buffer: deque) -> None:
+        ep_info_buffer.extend(report["episodes"])
+        ep_success_buffer.extend(report["successes"])
+        self.pending_episodes.extend(report["episodes"])
+        self.n_updates += report["n_updates"]
+        for key, (total, count) in report["stats"].items():
+            mine = self._stats.setdefault(key, [0.0, 0])
+            mine[0] += total
+            mine[1] += count
+
+    def take_step_infos(self, n_envs: int) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """``infos`` and ``dones`` for one callback step: up to ``n_envs`` finished episodes."""
+        infos: list[dict[str, Any]] = [{} for _ in range(n_envs)]
+        dones = np.zeros(n_envs, dtype=bool)
+        for i in range(min(n_envs, len(self.pending_episodes))):
+            infos[i] = {"episode": self.pending_episodes.popleft()}
+            dones[i] = True
+        return infos, dones
+
+    def record_stats(self, logger: Logger) -> None:
+        """Record the mean of every statistic since the last call, then start afresh."""
+        for key, (total, count) in self._stats.items():
+            if count:
+                logger.record(key, total / count)
+        self._stats = {}
