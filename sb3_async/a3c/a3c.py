@@ -1,0 +1,183 @@
+from typing import Any, ClassVar, TypeVar
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import A2C
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+
+from sb3_async.common.base import AsyncAlgorithm
+from sb3_async.common.callbacks import WorkerRolloutCallback
+from sb3_async.common.local_copy import LocalCopy
+from sb3_async.common.pool import WorkerContext
+from sb3_async.common.reporting import WorkerReporter
+from sb3_async.common.validation import check_bool, check_float, check_int, check_learning_rate
+
+SelfA3C = TypeVar("SelfA3C", bound="A3C")
+
+
+class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
+    """
+    Asynchronous Advantage Actor-Critic (A3C), Algorithm S3 of
+    Mnih et al. 2016, "Asynchronous Methods for Deep Reinforcement Learning"
+    (https://arxiv.org/abs/1602.01783).
+
+    ``n_workers`` processes each step their own copy of ``env`` (its ``num_envs`` environments
+    per worker), copy the shared parameters before every rollout of ``n_steps`` steps, compute
+    the gradient of the A2C loss on that rollout and apply it to the shared parameters with an
+    optimizer whose statistics are shared too, without locks. The loss of one update is that of
+    SB3's :class:`~stable_baselines3.A2C` (means over the rollout's ``n_steps * num_envs``
+    samples; the paper sums over the ``t_max`` steps, which only rescales the learning rate).
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: The environment to learn from: an env id, a callable returning an env, an env or
+        a ``VecEnv`` (each worker steps its own copy; ``SubprocVecEnv`` is refused)
+    :param learning_rate: The learning rate, it can be a function of the progress remaining
+        (from 1 to 0), which follows the global step counter of all workers
+    :param n_steps: The number of steps (t_max) per environment in each worker's rollout
+    :param gamma: Discount factor
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator.
+        1.0 (the default) gives the paper's n-step returns
+    :param ent_coef: Entropy coefficient (the paper's beta)
+    :param vf_coef: Value function coefficient for the loss calculation
+    :param max_grad_norm: The maximum norm of each worker's gradient (clipped before it is applied)
+    :param rms_prop_eps: RMSprop epsilon, added to the mean square inside the square root as in the paper
+    :param use_rms_prop: Whether to use the paper's RMSprop with shared statistics (default) or Adam
+        (ignored when ``policy_kwargs`` sets ``optimizer_class``)
+    :param n_workers: Number of worker processes (default: the number of usable CPUs)
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
+    :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation.
+    :param normalize_advantage: Whether to normalize the advantage (not in the paper)
+    :param stats_window_size: Window size for the rollout logging, in episodes (all workers together)
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation; the optimizer is
+        chosen with ``optimizer_class`` and ``optimizer_kwargs`` (RMSpropTFLike, RMSprop, Adam, AdamW, SGD)
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
+    :param seed: Seed for the pseudo random generators; each worker derives its own distinct seed from it
+    :param device: Only the CPU is supported ("auto" means "cpu")
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = A2C.policy_aliases
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 7e-4,
+        n_steps: int = 5,
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        ent_coef: float = 0.01,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        rms_prop_eps: float = 1e-5,
+        use_rms_prop: bool = True,
+        n_workers: int | None = None,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        normalize_advantage: bool = False,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        check_learning_rate("learning_rate", learning_rate)
+        check_int("n_steps", n_steps, minimum=1)
+        check_float("gamma", gamma, 0.0, 1.0)
+        check_float("gae_lambda", gae_lambda, 0.0, 1.0)
+        check_float("ent_coef", ent_coef, 0.0)
+        check_float("vf_coef", vf_coef, 0.0)
+        check_float("max_grad_norm", max_grad_norm, 0.0, low_open=True)
+        check_float("rms_prop_eps", rms_prop_eps, 0.0)
+        check_bool("use_rms_prop", use_rms_prop)
+        check_bool("normalize_advantage", normalize_advantage)
+        check_bool("use_sde", use_sde)
+        check_int("sde_sample_freq", sde_sample_freq)
+        check_int("stats_window_size", stats_window_size, minimum=1)
+        check_int("verbose", verbose, minimum=0)
+        if seed is not None:
+            check_int("seed", seed, minimum=0)
+        device = self._init_async(n_workers, device, policy_kwargs)
+        # A copy: the optimizer defaults are written into it below.
+        policy_kwargs = dict(policy_kwargs or {})
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+        )
+        self.normalize_advantage = normalize_advantage
+        if use_rms_prop and "optimizer_class" not in self.policy_kwargs:
+            self.policy_kwargs["optimizer_class"] = RMSpropTFLike
+            self.policy_kwargs["optimizer_kwargs"] = dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0)
+        self._check_optimizer()
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        # Create the optimizer statistics now, in shared memory, before any worker exists.
+        self._share_memory()
+
+    # One update of a worker is exactly one A2C update on the worker's rollout.
+    train = A2C.train
+
+    def _worker_loop(self, context: WorkerContext, local: LocalCopy, reporter: WorkerReporter) -> None:
+        callback = WorkerRolloutCallback(context, local, reporter)
+        callback.init_callback(self)  # type: ignore[arg-type]
+        assert self.env is not None
+        while self.collect_rollouts(self.env, callback, self.rollout_buffer, n_rollout_steps=self.n_steps):
+            self._current_progress_remaining = context.progress_remaining
+            self.train()
+            reporter.add_update(self.logger)
+
+    def learn(
+        self: SelfA3C,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 100,
+        tb_log_name: str = "A3C",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfA3C:
+        """
+        Train with ``n_workers`` asynchronous workers until the global step counter reaches
+        ``total_timesteps`` (or a callback returns ``False``).
+
+        :param total_timesteps: The total number of environment steps, all workers together
+        :param callback: callback(s) called in the main process once per ``n_envs`` global steps
+        :param log_interval: log every ``log_interval`` updates (all workers together)
+        :param tb_log_name: the name of the run for TensorBoard logging
+        :param reset_num_timesteps: whether or not to reset the current timestep number (used in logging)
+        :param progress_bar: Display a progress bar using tqdm and rich.
+        :return: the trained model
+        """
+        return self._learn_async(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
