@@ -1,4 +1,4 @@
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import torch as th
 from gymnasium import spaces
@@ -7,7 +7,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_async.common.base import AsyncAlgorithm
 from sb3_async.common.callbacks import WorkerRolloutCallback
@@ -15,8 +15,6 @@ from sb3_async.common.local_copy import LocalCopy
 from sb3_async.common.pool import WorkerContext
 from sb3_async.common.reporting import WorkerReporter
 from sb3_async.common.validation import check_bool, check_float, check_int, check_learning_rate
-
-SelfA3C = TypeVar("SelfA3C", bound="A3C")
 
 
 class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
@@ -158,26 +156,3 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
             self._current_progress_remaining = context.progress_remaining
             self.train()
             reporter.add_update(self.logger)
-
-    def learn(
-        self: SelfA3C,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 100,
-        tb_log_name: str = "A3C",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfA3C:
-        """
-        Train with ``n_workers`` asynchronous workers until the global step counter reaches
-        ``total_timesteps`` (or a callback returns ``False``).
-
-        :param total_timesteps: The total number of environment steps, all workers together
-        :param callback: callback(s) called in the main process once per ``n_envs`` global steps
-        :param log_interval: log every ``log_interval`` updates (all workers together)
-        :param tb_log_name: the name of the run for TensorBoard logging
-        :param reset_num_timesteps: whether or not to reset the current timestep number (used in logging)
-        :param progress_bar: Display a progress bar using tqdm and rich.
-        :return: the trained model
-        """
-        return self._learn_async(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)

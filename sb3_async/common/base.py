@@ -18,7 +18,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
-from stable_baselines3.common.utils import get_device, set_random_seed
+from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_async.common.envs import check_worker_env, is_env_factory
@@ -70,7 +70,8 @@ class AsyncAlgorithm:
             raise TypeError(f"policy_kwargs must be a dict or None, got {type(policy_kwargs).__name__}")
         if device == "auto":
             return "cpu"
-        if get_device(device).type != "cpu":
+        # th.device, not SB3's get_device: that one turns "cuda" into "cpu" when no GPU is present.
+        if th.device(device).type != "cpu":
             raise ValueError(f"device={device!r}: asynchronous workers share parameters in CPU memory; use 'cpu' or 'auto'")
         return "cpu"
 
@@ -95,15 +96,27 @@ class AsyncAlgorithm:
 
     # --- main process --------------------------------------------------------------------
 
-    def _learn_async(
+    def learn(
         self,
         total_timesteps: int,
-        callback: MaybeCallback,
-        log_interval: int | None,
-        tb_log_name: str,
-        reset_num_timesteps: bool,
-        progress_bar: bool,
+        callback: MaybeCallback = None,
+        log_interval: int | None = 100,
+        tb_log_name: str = "",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
     ) -> Any:
+        """
+        Train with ``n_workers`` asynchronous workers until the global step counter ``T``
+        (all workers together) reaches ``total_timesteps``, or a callback returns ``False``.
+
+        :param total_timesteps: The total number of environment steps, all workers together
+        :param callback: callback(s) called in the main process once per ``n_envs`` global steps
+        :param log_interval: log every ``log_interval`` updates (all workers together); None: never
+        :param tb_log_name: the name of the run for TensorBoard logging (default: the class name)
+        :param reset_num_timesteps: whether or not to reset the current timestep number (used in logging)
+        :param progress_bar: Display a progress bar using tqdm and rich.
+        :return: the trained model
+        """
         check_int("total_timesteps", total_timesteps, minimum=1)
         if log_interval is not None:
             check_int("log_interval", log_interval, minimum=1)
@@ -115,7 +128,7 @@ class AsyncAlgorithm:
             raise ValueError("env is None: set an environment with set_env(env) before calling learn()")
 
         total_timesteps, callback = self._setup_learn(  # type: ignore[attr-defined]
-            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+            total_timesteps, callback, reset_num_timesteps, tb_log_name or type(self).__name__, progress_bar
         )
         callback.on_training_start(locals(), globals())
         self._run_workers(callback, total_timesteps, log_interval)
@@ -134,42 +147,45 @@ class AsyncAlgorithm:
         seeds = self._worker_seeds()
         if self.verbose >= 2:  # type: ignore[attr-defined]
             print(f"Starting {self.n_workers} workers with seeds {seeds}")
-        reports = ReportAggregator()
-        updates_at_start = self._n_updates  # type: ignore[has-type]
-        next_dump = log_interval
+        self._prepare_workers(seeds, self.num_timesteps)  # type: ignore[has-type]
         torch_threads = th.get_num_threads()
         # The workers use the cores; evaluation in the main process must not fight them.
         th.set_num_threads(1)
         try:
-            with (
-                shared_normalization(self.env),
-                WorkerPool(
-                    self._worker_main,
-                    seeds,
-                    self.num_timesteps,
-                    total_timesteps,  # type: ignore[has-type]
-                ) as pool,
-            ):
-                self._on_workers_started(pool)
-                running = True
-                while running:
-                    for _, _, report in pool.poll(timeout=_POLL_INTERVAL):
-                        reports.add(report, self.ep_info_buffer, self.ep_success_buffer)  # type: ignore[attr-defined]
-                        self._episode_num += len(report["episodes"])  # type: ignore[has-type]
-                    self._n_updates = updates_at_start + reports.n_updates
-                    running = self._step_callbacks(callback, pool.global_steps, reports) and not pool.finished
-                    if next_dump is not None and reports.n_updates >= next_dump:
-                        next_dump = (reports.n_updates // log_interval + 1) * log_interval  # type: ignore[operator]
-                        reports.record_stats(self.logger)  # type: ignore[attr-defined]
-                        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")  # type: ignore[attr-defined]
-                        self._dump_logs(reports.n_updates)
+            pool = WorkerPool(self._worker_main, seeds, self.num_timesteps, total_timesteps)  # type: ignore[has-type]
+            with shared_normalization(self.env), pool:
+                self._supervise(pool, callback, log_interval)
             self.num_timesteps = max(self.num_timesteps, pool.global_steps)
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)  # type: ignore[attr-defined]
         finally:
             th.set_num_threads(torch_threads)
+            self._workers_done()
 
-    def _on_workers_started(self, pool: WorkerPool) -> None:
-        """Hook for subclasses (e.g. to log per-worker settings)."""
+    def _supervise(self, pool: WorkerPool, callback: BaseCallback, log_interval: int | None) -> None:
+        """Until the workers finish or a callback stops them: merge reports, drive callbacks, log."""
+        reports = ReportAggregator()
+        updates_at_start = self._n_updates  # type: ignore[has-type]
+        next_dump = log_interval
+        while True:
+            for _, _, report in pool.poll(timeout=_POLL_INTERVAL):
+                reports.add(report, self.ep_info_buffer, self.ep_success_buffer)  # type: ignore[attr-defined]
+                self._episode_num += len(report["episodes"])  # type: ignore[has-type]
+            self._n_updates = updates_at_start + reports.n_updates
+            if not self._step_callbacks(callback, pool.global_steps, reports):
+                return
+            if log_interval is not None and next_dump is not None and reports.n_updates >= next_dump:
+                next_dump = (reports.n_updates // log_interval + 1) * log_interval
+                reports.record_stats(self.logger)  # type: ignore[attr-defined]
+                self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")  # type: ignore[attr-defined]
+                self._dump_logs(reports.n_updates)
+            if pool.finished:
+                return
+
+    def _prepare_workers(self, seeds: list[int], base_timesteps: int) -> None:
+        """Hook: runs in the main process just before the workers are forked."""
+
+    def _workers_done(self) -> None:
+        """Hook: runs in the main process once every worker is gone (also after a failure)."""
 
     def _dump_logs(self, iteration: int) -> None:
         self.dump_logs(iteration)  # type: ignore[attr-defined]

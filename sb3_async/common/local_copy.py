@@ -60,6 +60,8 @@ class LocalCopy:
     """
 
     def __init__(self, shared: BasePolicy, keep_shared: Iterable[str] = ()) -> None:
+        #: The shared policy itself (what the local copy is pulled from).
+        self.shared = shared
         shared_optimizer = shared.optimizer
         # Built as SB3's BasePolicy.load builds a policy (a deepcopy fails on gSDE's non-leaf
         # exploration matrix), then given the shared values.
