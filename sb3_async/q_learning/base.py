@@ -1,0 +1,393 @@
+"""What the paper's three value-based methods share: rollouts, exploration, target network, loss.
+
+Each worker acts ε-greedily with its local copy θ' of the shared online network, collects a
+rollout of up to ``rollout_length`` steps, forms a target for every step from the shared
+target network θ⁻, and applies the gradient of the loss of the whole rollout to the shared θ
+(for the one-step methods this is the paper's gradient accumulated over I_AsyncUpdate steps).
+The methods differ only in how the target is formed (:meth:`_next_state_values`, :meth:`_returns`).
+"""
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import DQN
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import LinearSchedule, obs_as_tensor, polyak_update
+from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
+from torch.nn import functional as F
+
+from sb3_async.common.base import AsyncAlgorithm
+from sb3_async.common.interval import SharedInterval
+from sb3_async.common.local_copy import LocalCopy
+from sb3_async.common.pool import WorkerContext
+from sb3_async.common.reporting import WorkerReporter
+from sb3_async.common.validation import check_bool, check_float, check_int, check_learning_rate
+
+__all__ = ["AsyncQLearning"]
+
+_LOSSES = {"huber": F.smooth_l1_loss, "mse": F.mse_loss}
+
+#: The paper's final exploration rates and their probabilities.
+PAPER_FINAL_EPS = (0.1, 0.01, 0.5)
+PAPER_FINAL_EPS_PROBS = (0.4, 0.3, 0.3)
+
+
+def _stack(observations: list[Any]) -> Any:
+    """Stack per-step VecEnv observations (arrays or dicts of arrays) and merge time and env axes."""
+    if isinstance(observations[0], dict):
+        return {key: _stack([obs[key] for obs in observations]) for key in observations[0]}
+    stacked = np.stack(observations)
+    return stacked.reshape(-1, *stacked.shape[2:])
+
+
+def _select(observations: Any, rows: np.ndarray) -> Any:
+    if isinstance(observations, dict):
+        return {key: value[rows] for key, value in observations.items()}
+    return observations[rows]
+
+
+def _with_terminal_observations(new_obs: Any, dones: np.ndarray, infos: list[dict[str, Any]]) -> Any:
+    """The state each step led to: ``new_obs``, except the terminal observation where an episode ended."""
+    if not dones.any():
+        return new_obs
+    if isinstance(new_obs, dict):
+        result = {key: value.copy() for key, value in new_obs.items()}
+        for i in np.flatnonzero(dones):
+            for key in result:
+                result[key][i] = infos[i]["terminal_observation"][key]
+        return result
+    result = new_obs.copy()
+    for i in np.flatnonzero(dones):
+        result[i] = infos[i]["terminal_observation"]
+    return result
+
+
+class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
+    """
+    The parameters shared by :class:`~sb3_async.AsyncNStepQ`, :class:`~sb3_async.AsyncOneStepQ`
+    and :class:`~sb3_async.AsyncOneStepSarsa` (this class is not used directly).
+
+    :param policy: The policy model to use: SB3's DQN policies (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: The environment to learn from: an env id, a callable returning an env, an env or a
+        ``VecEnv`` (each worker steps its own copy of its ``num_envs`` environments)
+    :param rollout_length: Steps per environment in a worker's rollout (set by the subclass)
+    :param learning_rate: The learning rate, a float or a schedule of the progress remaining (global)
+    :param gamma: Discount factor
+    :param target_update_interval: The target network is copied from the online network each time the
+        global step counter (environment steps of all workers) passes a multiple of this.
+        The paper's 40,000 frames are 10,000 steps with Atari's action repeat of 4.
+    :param exploration_initial_eps: Initial ε of every worker
+    :param exploration_final_eps: Each worker's final ε is drawn from these values (or is this value)
+    :param exploration_final_eps_probs: The probabilities of the values of ``exploration_final_eps``
+        (None: uniform); the default is the paper's {0.1: 0.4, 0.01: 0.3, 0.5: 0.3}, and is not used
+        when ``exploration_final_eps`` is a single value
+    :param exploration_steps: Global steps over which each worker anneals its ε linearly from
+        ``exploration_initial_eps`` to its final value (the paper: 4 million frames, 1 million steps)
+    :param loss: ``"huber"`` (as SB3's DQN) or ``"mse"`` (the paper's squared error)
+    :param max_grad_norm: The maximum norm of each worker's gradient (clipped before it is applied)
+    :param rms_prop_eps: RMSprop epsilon, inside the square root as in the paper
+    :param use_rms_prop: Whether to use the paper's RMSprop with shared statistics (default) or Adam
+        (ignored when ``policy_kwargs`` sets ``optimizer_class``)
+    :param n_workers: Number of worker processes (default: the number of usable CPUs)
+    :param stats_window_size: Window size for the rollout logging, in episodes (all workers together)
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
+    :param seed: Seed for the pseudo random generators; each worker derives its own distinct seed from it
+        (and its final ε from that)
+    :param device: Only the CPU is supported ("auto" means "cpu")
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = DQN.policy_aliases
+    # Workers read the target network from shared memory; it changes only at target updates.
+    _keep_shared_modules: ClassVar[tuple[str, ...]] = ("q_net_target",)
+    #: Whether the target needs the action taken at the next step (Sarsa).
+    _uses_next_action: ClassVar[bool] = False
+
+    policy: DQNPolicy
+    q_net: QNetwork
+    q_net_target: QNetwork
+
+    def __init__(
+        self,
+        policy: str | type[DQNPolicy],
+        env: GymEnv | str,
+        rollout_length: int,
+        learning_rate: float | Schedule = 7e-4,
+        gamma: float = 0.99,
+        target_update_interval: int = 10_000,
+        exploration_initial_eps: float = 1.0,
+        exploration_final_eps: float | Sequence[float] = PAPER_FINAL_EPS,
+        exploration_final_eps_probs: Sequence[float] | None = PAPER_FINAL_EPS_PROBS,
+        exploration_steps: int = 1_000_000,
+        loss: str = "huber",
+        max_grad_norm: float = 10.0,
+        rms_prop_eps: float = 1e-5,
+        use_rms_prop: bool = True,
+        n_workers: int | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        check_learning_rate("learning_rate", learning_rate)
+        check_float("gamma", gamma, 0.0, 1.0)
+        check_int("target_update_interval", target_update_interval, minimum=1)
+        check_float("exploration_initial_eps", exploration_initial_eps, 0.0, 1.0)
+        self.exploration_final_eps, self.exploration_final_eps_probs = self._check_final_eps(
+            exploration_final_eps, exploration_final_eps_probs
+        )
+        check_int("exploration_steps", exploration_steps, minimum=0)
+        if loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {loss!r}")
+        check_float("max_grad_norm", max_grad_norm, 0.0, low_open=True)
+        check_float("rms_prop_eps", rms_prop_eps, 0.0)
+        check_bool("use_rms_prop", use_rms_prop)
+        check_int("stats_window_size", stats_window_size, minimum=1)
+        check_int("verbose", verbose, minimum=0)
+        if seed is not None:
+            check_int("seed", seed, minimum=0)
+        device = self._init_async(n_workers, device, policy_kwargs)
+        policy_kwargs = dict(policy_kwargs or {})
+        if use_rms_prop and "optimizer_class" not in policy_kwargs:
+            policy_kwargs["optimizer_class"] = RMSpropTFLike
+            policy_kwargs["optimizer_kwargs"] = dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0)
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            # No replay buffer is ever allocated (see _setup_model): these only satisfy the base class.
+            buffer_size=0,
+            learning_starts=0,
+            batch_size=rollout_length,
+            gamma=gamma,
+            train_freq=rollout_length,
+            gradient_steps=1,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            support_multi_env=True,
+            seed=seed,
+            sde_support=False,
+            supported_action_spaces=(spaces.Discrete,),
+        )
+        self.rollout_length = rollout_length
+        self.target_update_interval = target_update_interval
+        self.exploration_initial_eps = exploration_initial_eps
+        self.exploration_steps = exploration_steps
+        self.loss = loss
+        self.max_grad_norm = max_grad_norm
+        self.exploration_rate = exploration_initial_eps
+        #: Each worker's final ε, drawn at the start of ``learn``.
+        self.worker_final_eps: list[float] = []
+        #: Number of target network updates so far.
+        self.n_target_updates = 0
+        self._check_optimizer()
+        if _init_setup_model:
+            self._setup_model()
+
+    @staticmethod
+    def _check_final_eps(final_eps: Any, probs: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        if isinstance(final_eps, (int, float)) and not isinstance(final_eps, bool):
+            values: tuple[float, ...] = (check_float("exploration_final_eps", final_eps, 0.0, 1.0),)
+            # The default (the paper's) probabilities go with the default values; given ones cannot be used.
+            if probs is not None and probs is not PAPER_FINAL_EPS_PROBS:
+                raise ValueError("exploration_final_eps_probs must be None when exploration_final_eps is a single value")
+            return values, (1.0,)
+        if isinstance(final_eps, str) or not isinstance(final_eps, Sequence) or len(final_eps) == 0:
+            raise TypeError(f"exploration_final_eps must be a number or a non-empty sequence of numbers, got {final_eps!r}")
+        values = tuple(check_float("exploration_final_eps", value, 0.0, 1.0) for value in final_eps)
+        if probs is None:
+            return values, tuple([1.0 / len(values)] * len(values))
+        if not isinstance(probs, Sequence) or len(probs) != len(values):
+            raise ValueError(
+                f"exploration_final_eps_probs must have one probability per value of exploration_final_eps ({len(values)})"
+            )
+        weights = tuple(check_float("exploration_final_eps_probs", p, 0.0, 1.0) for p in probs)
+        if abs(sum(weights) - 1.0) > 1e-6:
+            raise ValueError(f"exploration_final_eps_probs must sum to 1, got {sum(weights)}")
+        return values, weights
+
+    def _setup_model(self) -> None:
+        # OffPolicyAlgorithm._setup_model would allocate a replay buffer: the point of these
+        # methods is that there is none. The rest is what it does.
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        self.replay_buffer = None
+        self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
+        self.policy = self.policy.to(self.device)
+        self.q_net = self.policy.q_net
+        self.q_net_target = self.policy.q_net_target
+        self._share_memory()
+
+    def _share_memory(self) -> None:
+        super()._share_memory()
+        # DQNPolicy's optimizer holds only q_net; the target network is shared explicitly.
+        self.policy.q_net_target.share_memory()
+
+    # DQN's ε-greedy predict, with the mean of the workers' current ε as exploration_rate.
+    predict = DQN.predict
+
+    # As DQN: the optimizer statistics are saved with the policy.
+    _get_torch_save_params = DQN._get_torch_save_params
+
+    def _excluded_save_params(self) -> list[str]:
+        # _target_updates holds a lock; it exists only while workers run (a checkpoint may be saved then).
+        return [*super()._excluded_save_params(), "q_net", "q_net_target", "_target_updates"]
+
+    # --- main process --------------------------------------------------------------------
+
+    def _epsilon(self, final_eps: float, global_steps: int) -> float:
+        if self.exploration_steps == 0:
+            return final_eps
+        progress_remaining = max(0.0, 1.0 - global_steps / self.exploration_steps)
+        return LinearSchedule(self.exploration_initial_eps, final_eps, 1.0)(progress_remaining)
+
+    def _draw_final_eps(self, seeds: list[int]) -> list[float]:
+        """Each worker's final ε, drawn with its own seed (reproducible from ``seed``)."""
+        choices = np.array(self.exploration_final_eps)
+        probs = np.array(self.exploration_final_eps_probs)
+        return [float(np.random.default_rng(seed).choice(choices, p=probs)) for seed in seeds]
+
+    def _prepare_workers(self, seeds: list[int], base_timesteps: int) -> None:
+        self.worker_final_eps = self._draw_final_eps(seeds)
+        self.logger.log(f"Final exploration rate of each worker: {self.worker_final_eps}")
+        self._target_updates = SharedInterval(self.target_update_interval, base_timesteps)
+
+    def _workers_done(self) -> None:
+        self.n_target_updates += self._target_updates.count
+        del self._target_updates  # holds a lock: must not be saved
+        self.exploration_rate = float(np.mean([self._epsilon(eps, self.num_timesteps) for eps in self.worker_final_eps]))
+
+    def _dump_logs(self, iteration: int) -> None:
+        self.exploration_rate = float(np.mean([self._epsilon(eps, self.num_timesteps) for eps in self.worker_final_eps]))
+        self.logger.record("train/n_target_updates", self.n_target_updates + self._target_updates.count)
+        self.dump_logs()
+
+    # --- worker process ------------------------------------------------------------------
+
+    def _act(self, obs: Any, epsilon: float) -> np.ndarray:
+        with th.no_grad():
+            actions = self.q_net(obs_as_tensor(obs, self.device)).argmax(dim=1).numpy()
+        explore = np.random.random_sample(len(actions)) < epsilon
+        if explore.any():
+            actions[explore] = np.random.randint(self.action_space.n, size=int(explore.sum()))  # type: ignore[attr-defined]
+        return actions
+
+    def _worker_loop(self, context: WorkerContext, local: LocalCopy, reporter: WorkerReporter) -> None:
+        assert self.env is not None
+        self.q_net = self.policy.q_net  # the local copy θ'
+        shared_q_net = local.shared.q_net
+        final_eps = self.worker_final_eps[context.worker_id]
+        n_envs = self.env.num_envs
+        obs = self._last_obs
+        next_actions: np.ndarray | None = None  # Sarsa: the action already chosen for obs
+        while True:
+            local.pull()
+            epsilon = self._epsilon(final_eps, context.global_steps)
+            observations, actions, rewards, dones, terminated, next_observations = [], [], [], [], [], []
+            stop = False
+            for _ in range(self.rollout_length):
+                action = next_actions if next_actions is not None else self._act(obs, epsilon)
+                new_obs, reward, done, infos = self.env.step(action)
+                context.add_steps(n_envs)
+                reporter.add_step(infos, done)
+                observations.append(obs)
+                actions.append(action)
+                rewards.append(reward)
+                dones.append(done)
+                terminated.append(done & ~np.array([info.get("TimeLimit.truncated", False) for info in infos]))
+                next_observations.append(_with_terminal_observations(new_obs, done, infos))
+                obs = new_obs
+                next_actions = self._act(obs, epsilon) if self._uses_next_action else None
+                stop = context.should_stop()
+                # The paper's rollout also ends with the episode; with several envs it cannot
+                # for all of them, and returns are cut at each env's episode end instead.
+                if stop or (n_envs == 1 and done[0]):
+                    break
+            self._train_on_rollout(
+                context, observations, actions, rewards, dones, terminated, next_observations, next_actions, epsilon
+            )
+            reporter.add_update(self.logger)
+            # After the update, as in Algorithm S2; T may have passed the multiple during the rollout.
+            if self._target_updates.claim(context.global_steps):
+                polyak_update(shared_q_net.parameters(), self.q_net_target.parameters(), 1.0)
+            if stop:
+                break
+        self._last_obs = obs
+
+    def _train_on_rollout(
+        self,
+        context: WorkerContext,
+        observations: list[Any],
+        actions: list[np.ndarray],
+        rewards: list[np.ndarray],
+        dones: list[np.ndarray],
+        terminated: list[np.ndarray],
+        next_observations: list[Any],
+        last_next_actions: np.ndarray | None,
+        epsilon: float,
+    ) -> None:
+        length, n_envs = len(actions), len(actions[0])
+        rewards_t = th.as_tensor(np.stack(rewards), dtype=th.float32)
+        dones_t = th.as_tensor(np.stack(dones))
+        terminated_t = th.as_tensor(np.stack(terminated))
+        needed = (self._bootstrap_needed(dones_t) & ~terminated_t).flatten().numpy()
+        bootstrap = th.zeros(length * n_envs)
+        if needed.any():
+            rows = np.flatnonzero(needed)
+            next_obs = obs_as_tensor(_select(_stack(next_observations), rows), self.device)
+            next_actions_t = None
+            if self._uses_next_action:
+                # The action taken after each step: the next step's, or the one already chosen
+                # for the next rollout; after an episode end, a choice in the terminal state.
+                following = [*actions[1:], last_next_actions]
+                for t in range(length):
+                    if dones[t].any():
+                        terminal = _select(next_observations[t], np.flatnonzero(dones[t]))
+                        following[t] = following[t].copy()
+                        following[t][dones[t]] = self._act(terminal, epsilon)
+                next_actions_t = th.as_tensor(np.stack(following).reshape(-1)[rows])
+            with th.no_grad():
+                bootstrap[rows] = self._next_state_values(self.q_net_target(next_obs), next_actions_t)
+        targets = self._returns(rewards_t, dones_t, bootstrap.view(length, n_envs)).flatten()
+
+        self._current_progress_remaining = context.progress_remaining
+        self._update_learning_rate(self.policy.optimizer)
+        self.policy.set_training_mode(True)
+        q_values = self.q_net(obs_as_tensor(_stack(observations), self.device))
+        actions_t = th.as_tensor(np.stack(actions).reshape(-1, 1), dtype=th.long)
+        q_taken = q_values.gather(1, actions_t).flatten()
+        loss = _LOSSES[self.loss](q_taken, targets)
+        self.policy.optimizer.zero_grad()
+        loss.backward()
+        th.nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
+        self.policy.optimizer.step()
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("rollout/exploration_rate", epsilon)
+
+    # --- the targets: what the three methods differ in ------------------------------------
+
+    def _bootstrap_needed(self, dones: th.Tensor) -> th.Tensor:
+        """Which steps' targets use the value of the state they led to (shape: steps x envs)."""
+        return th.ones_like(dones)
+
+    def _next_state_values(self, next_q_values: th.Tensor, next_actions: th.Tensor | None) -> th.Tensor:
+        """Value of the next state under the target network: max_a' Q(s', a'; θ⁻) (Q-learning)."""
+        return next_q_values.max(dim=1).values
+
+    def _returns(self, rewards: th.Tensor, dones: th.Tensor, bootstrap: th.Tensor) -> th.Tensor:
+        """One-step targets r + gamma V(s'); ``bootstrap`` is already 0 where an episode terminated."""
+        return rewards + self.gamma * bootstrap

@@ -1,0 +1,30 @@
+from typing import Any
+
+from stable_baselines3.common.type_aliases import GymEnv
+from stable_baselines3.dqn.policies import DQNPolicy
+
+from sb3_async.common.validation import check_int
+from sb3_async.q_learning.base import AsyncQLearning
+
+
+class AsyncOneStepQ(AsyncQLearning):
+    """
+    Asynchronous one-step Q-learning, Algorithm 1 of Mnih et al. 2016,
+    "Asynchronous Methods for Deep Reinforcement Learning" (https://arxiv.org/abs/1602.01783).
+
+    Each step's target is ``r + gamma * max_a' Q(s', a'; target)`` (``r`` alone where the episode
+    terminated; a time-limit truncation bootstraps from the terminal observation). The gradients
+    of ``async_update_freq`` steps, or of the steps up to an episode's end with one environment
+    per worker, are accumulated and then applied to the shared network.
+
+    :param policy: SB3's DQN policies: MlpPolicy, CnnPolicy, MultiInputPolicy
+    :param env: The environment to learn from (an env id, a callable returning an env, an env or a VecEnv)
+    :param async_update_freq: I_AsyncUpdate: steps per environment whose gradients are accumulated
+        before they are applied
+    :param kwargs: The parameters of :class:`~sb3_async.q_learning.base.AsyncQLearning`
+        (``learning_rate``, ``target_update_interval``, ``exploration_*``, ``loss``, ``n_workers``, ...)
+    """
+
+    def __init__(self, policy: str | type[DQNPolicy], env: GymEnv | str, async_update_freq: int = 5, **kwargs: Any) -> None:
+        self.async_update_freq = check_int("async_update_freq", async_update_freq, minimum=1)
+        super().__init__(policy, env, rollout_length=async_update_freq, **kwargs)
