@@ -1,0 +1,45 @@
+"""A3C actually learns: score thresholds on real environments, with 2 workers.
+
+Hogwild training is not deterministic even with a fixed seed (the workers' updates
+interleave differently each run), so the budgets below leave a wide margin over what the
+runs measured for the issue notes needed (README / docs).
+"""
+
+import pytest
+from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from sb3_async import A3C
+
+
+def _train_until(model: A3C, eval_env, threshold: float, budget: int, eval_freq: int) -> EvalCallback:
+    evaluation = EvalCallback(
+        eval_env,
+        callback_on_new_best=StopTrainingOnRewardThreshold(threshold),
+        eval_freq=eval_freq,
+        n_eval_episodes=10,
+        verbose=0,
+    )
+    model.learn(budget, callback=evaluation)
+    return evaluation
+
+
+@pytest.mark.slow
+def test_cartpole_reaches_475():
+    """Measured: 110k-160k steps, 10-20 s on 2 cores (the zoo's CartPole-v1 settings)."""
+    model = A3C(
+        "MlpPolicy",
+        make_vec_env("CartPole-v1", n_envs=8, seed=1),
+        n_workers=2,
+        learning_rate=1.5e-3,
+        ent_coef=0.0,
+        seed=1,
+    )
+    eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=101)
+    evaluation = _train_until(model, eval_env, threshold=475, budget=400_000, eval_freq=1_250)
+    assert evaluation.best_mean_reward >= 475, (
+        f"best evaluation {evaluation.best_mean_reward} after {model.num_timesteps} steps"
+    )
+    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=20)
+    assert mean >= 475
