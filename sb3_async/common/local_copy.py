@@ -4,6 +4,7 @@ The worker computes gradients on its private copy and applies them to the shared
 with the shared optimizer, without a lock (Hogwild).
 """
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,13 +64,17 @@ class LocalCopy:
         #: The shared policy itself (what the local copy is pulled from).
         self.shared = shared
         shared_optimizer = shared.optimizer
-        # Built as SB3's BasePolicy.load builds a policy (a deepcopy fails on gSDE's non-leaf
-        # exploration matrix), then given the shared values.
-        self.module = type(shared)(**shared._get_constructor_parameters())
-        self.module.load_state_dict(shared.state_dict())
+        # The memo keeps out of the deep copy: the optimizer (replaced below), the submodules
+        # read from shared memory, and the action distribution, whose sampled tensors (gSDE's
+        # exploration matrix) are not graph leaves and cannot be deep-copied; the policy only
+        # ever replaces them, so a shallow copy is a private one.
+        memo: dict[int, Any] = {id(shared_optimizer): None}
+        if hasattr(shared, "action_dist"):
+            memo[id(shared.action_dist)] = copy.copy(shared.action_dist)
         for name in keep_shared:
-            parent_name, _, attribute = name.rpartition(".")
-            setattr(self.module.get_submodule(parent_name), attribute, shared.get_submodule(name))
+            submodule = shared.get_submodule(name)
+            memo[id(submodule)] = submodule
+        self.module = copy.deepcopy(shared, memo)
         kept_ids = {id(t) for name in keep_shared for t in shared.get_submodule(name).state_dict(keep_vars=True).values()}
         local_tensors = self.module.state_dict(keep_vars=True)
         # Parameters and buffers to pull before each rollout; a module reachable under several
