@@ -1,0 +1,83 @@
+"""A3C's policies: SB3's actor-critic policies, and sb3-contrib's recurrent ones with the paper's shared torso.
+
+The paper's A3C LSTM has one torso (features, then a 256-unit LSTM) feeding both the policy and
+the value head, and both losses train it. sb3-contrib's recurrent policies offer a separate LSTM
+for the critic (the default), a critic without LSTM, or ``shared_lstm=True``, where the critic
+reads the actor's LSTM output *detached*, so the value loss trains neither the LSTM nor the
+features below it. The policies here add ``share_lstm_torso`` (default True): the critic's
+LSTM is the actor's LSTM module itself. Both heads then read the same recurrent features and
+both losses train the one LSTM and the features extractor, as in the paper; nothing of
+sb3-contrib's code is replaced (the shared LSTM simply runs once for each head).
+``share_lstm_torso=False`` gives sb3-contrib's configurations unchanged.
+"""
+
+from typing import Any
+
+from sb3_contrib.common.recurrent.policies import (
+    RecurrentActorCriticCnnPolicy,
+    RecurrentActorCriticPolicy,
+    RecurrentMultiInputActorCriticPolicy,
+)
+from stable_baselines3.common.type_aliases import Schedule
+
+__all__ = ["CnnLstmPolicy", "MlpLstmPolicy", "MultiInputLstmPolicy"]
+
+
+class _SharedTorso:
+    """Makes the critic's LSTM the actor's (see the module docstring)."""
+
+    lstm_actor: Any
+    lstm_critic: Any
+    lstm_kwargs: dict[str, Any]
+    shared_lstm: bool
+    enable_critic_lstm: bool
+    optimizer: Any
+    optimizer_class: Any
+    optimizer_kwargs: dict[str, Any]
+
+    def __init__(self, observation_space: Any, action_space: Any, lr_schedule: Schedule, *args: Any, **kwargs: Any) -> None:
+        share_lstm_torso = kwargs.pop("share_lstm_torso", True)
+        if not isinstance(share_lstm_torso, bool):
+            raise TypeError(f"policy_kwargs['share_lstm_torso'] must be True or False, got {share_lstm_torso!r}")
+        if share_lstm_torso and (kwargs.get("shared_lstm", False) or not kwargs.get("enable_critic_lstm", True)):
+            raise ValueError(
+                "policy_kwargs: share_lstm_torso=True (the paper's shared LSTM, trained by both losses) cannot be "
+                "combined with shared_lstm=True or enable_critic_lstm=False; set share_lstm_torso=False to use "
+                "sb3-contrib's configurations"
+            )
+        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)  # type: ignore[call-arg]
+        self.share_lstm_torso = share_lstm_torso
+        if share_lstm_torso:
+            self.lstm_critic = self.lstm_actor
+            # The optimizer was built over both LSTMs; parameters() now lists the one LSTM once.
+            self.optimizer = self.optimizer_class(
+                self.parameters(),  # type: ignore[attr-defined]
+                lr=lr_schedule(1),
+                **self.optimizer_kwargs,
+            )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        # sb3-contrib (2.9) leaves the LSTM arguments out, so a policy rebuilt from these
+        # parameters (BasePolicy.load) would get the default LSTM size.
+        data = super()._get_constructor_parameters()  # type: ignore[misc]
+        data.update(
+            lstm_hidden_size=self.lstm_actor.hidden_size,
+            n_lstm_layers=self.lstm_actor.num_layers,
+            shared_lstm=self.shared_lstm,
+            enable_critic_lstm=self.enable_critic_lstm,
+            lstm_kwargs=self.lstm_kwargs,
+            share_lstm_torso=self.share_lstm_torso,
+        )
+        return data
+
+
+class MlpLstmPolicy(_SharedTorso, RecurrentActorCriticPolicy):
+    """sb3-contrib's ``MlpLstmPolicy`` with ``share_lstm_torso`` (default True, the paper's torso)."""
+
+
+class CnnLstmPolicy(_SharedTorso, RecurrentActorCriticCnnPolicy):
+    """sb3-contrib's ``CnnLstmPolicy`` with ``share_lstm_torso`` (default True, the paper's torso)."""
+
+
+class MultiInputLstmPolicy(_SharedTorso, RecurrentMultiInputActorCriticPolicy):
+    """sb3-contrib's ``MultiInputLstmPolicy`` with ``share_lstm_torso`` (default True, the paper's torso)."""
