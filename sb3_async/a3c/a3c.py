@@ -2,13 +2,22 @@ from typing import Any, ClassVar
 
 import torch as th
 from gymnasium import spaces
+from sb3_contrib import RecurrentPPO
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3 import A2C
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.vec_env import VecEnv
+from torch.nn import functional as F
 
+from sb3_async.a3c.buffers import WholeRecurrentDictRolloutBuffer, WholeRecurrentRolloutBuffer
+from sb3_async.a3c.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
 from sb3_async.common.base import AsyncAlgorithm
 from sb3_async.common.callbacks import WorkerRolloutCallback
 from sb3_async.common.local_copy import LocalCopy
@@ -30,7 +39,8 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
     SB3's :class:`~stable_baselines3.A2C` (means over the rollout's ``n_steps * num_envs``
     samples; the paper sums over the ``t_max`` steps, which only rescales the learning rate).
 
-    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param policy: The policy model to use: MlpPolicy, CnnPolicy, MultiInputPolicy, or the LSTM policies
+        MlpLstmPolicy, CnnLstmPolicy, MultiInputLstmPolicy (the paper's A3C LSTM; see ``sb3_async.a3c.policies``)
     :param env: The environment to learn from: an env id, a callable returning an env, an env or
         a ``VecEnv`` (each worker steps its own copy; ``SubprocVecEnv`` is refused)
     :param learning_rate: The learning rate, it can be a function of the progress remaining
@@ -61,7 +71,12 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = A2C.policy_aliases
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        **A2C.policy_aliases,
+        "MlpLstmPolicy": MlpLstmPolicy,
+        "CnnLstmPolicy": CnnLstmPolicy,
+        "MultiInputLstmPolicy": MultiInputLstmPolicy,
+    }
 
     def __init__(
         self,
@@ -133,6 +148,8 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
             supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
         self.normalize_advantage = normalize_advantage
+        if self.recurrent and rollout_buffer_class is not None:
+            raise ValueError("rollout_buffer_class cannot be given with a recurrent policy: it needs a recurrent buffer")
         if use_rms_prop and "optimizer_class" not in self.policy_kwargs:
             self.policy_kwargs["optimizer_class"] = RMSpropTFLike
             self.policy_kwargs["optimizer_kwargs"] = dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0)
@@ -140,13 +157,86 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
+    @property
+    def recurrent(self) -> bool:
+        """Whether the policy is recurrent (the paper's A3C LSTM)."""
+        return issubclass(self.policy_class, RecurrentActorCriticPolicy)  # type: ignore[arg-type]
+
     def _setup_model(self) -> None:
         super()._setup_model()
+        if self.recurrent:
+            self._setup_recurrent()
         # Create the optimizer statistics now, in shared memory, before any worker exists.
         self._share_memory()
 
-    # One update of a worker is exactly one A2C update on the worker's rollout.
-    train = A2C.train
+    def _setup_recurrent(self) -> None:
+        """The LSTM state each worker carries across rollouts, and a buffer that stores it per step."""
+        lstm = self.policy.lstm_actor  # type: ignore[attr-defined]
+        state_shape = (lstm.num_layers, self.n_envs, lstm.hidden_size)
+        self._last_lstm_states = RNNStates(
+            (th.zeros(state_shape), th.zeros(state_shape)),
+            (th.zeros(state_shape), th.zeros(state_shape)),
+        )
+        buffer_class = (
+            WholeRecurrentDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else WholeRecurrentRolloutBuffer
+        )
+        self.rollout_buffer = buffer_class(
+            self.n_steps,
+            self.observation_space,
+            self.action_space,
+            (self.n_steps, *state_shape),
+            self.device,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            n_envs=self.n_envs,
+        )
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """SB3's rollout collection; with an LSTM policy, sb3-contrib's, which carries the LSTM state."""
+        if self.recurrent:
+            return RecurrentPPO.collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps)  # type: ignore[arg-type]
+        return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+
+    def train(self) -> None:
+        """One update on a worker's rollout: exactly SB3's A2C update (on padded sequences for an LSTM)."""
+        if self.recurrent:
+            self._train_recurrent()
+        else:
+            A2C.train(self)  # type: ignore[arg-type]
+
+    def _train_recurrent(self) -> None:
+        # A2C's loss, over the rollout replayed as sequences from the LSTM state saved at its
+        # start (truncated backpropagation through time); padding is masked out.
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        data = next(self.rollout_buffer.get())
+        actions = data.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else data.actions
+        mask = data.mask > 1e-8
+        values, log_prob, entropy = self.policy.evaluate_actions(  # type: ignore[call-arg]
+            data.observations, actions, data.lstm_states, data.episode_starts
+        )
+        values = values.flatten()
+        advantages = data.advantages
+        if self.normalize_advantage:
+            advantages = (advantages - advantages[mask].mean()) / (advantages[mask].std() + 1e-8)
+        policy_loss = -(advantages * log_prob)[mask].mean()
+        value_loss = F.mse_loss(data.returns[mask], values[mask])
+        entropy_loss = -th.mean(-log_prob[mask]) if entropy is None else -th.mean(entropy[mask])
+        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+        self.policy.optimizer.zero_grad()
+        loss.backward()
+        th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        self.policy.optimizer.step()
+        self._n_updates += 1
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record(
+            "train/explained_variance", explained_variance(data.old_values[mask].numpy(), data.returns[mask].numpy())
+        )
+        self.logger.record("train/entropy_loss", entropy_loss.item())
+        self.logger.record("train/policy_loss", policy_loss.item())
+        self.logger.record("train/value_loss", value_loss.item())
 
     def _worker_loop(self, context: WorkerContext, local: LocalCopy, reporter: WorkerReporter) -> None:
         callback = WorkerRolloutCallback(context, local, reporter)
