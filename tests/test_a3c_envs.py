@@ -26,6 +26,7 @@ from stable_baselines3.common.vec_env import (
 )
 
 from sb3_async import A3C
+from sb3_async.common.envs import PerWorkerSubprocVecEnv
 
 
 def test_env_id():
@@ -45,6 +46,20 @@ def test_vec_env_gives_its_num_envs_to_each_worker():
     model.learn(1_000)
     # Each update is one worker's rollout over its own 3 environments.
     assert model.rollout_buffer.buffer_size == 4 and model.rollout_buffer.n_envs == 3
+
+
+def test_per_worker_subproc_vec_env():
+    """Each worker starts sub-processes of its own; the main process keeps the original ones."""
+    # The main process's sub-processes with the default start method (forkserver where available).
+    env = make_vec_env("CartPole-v1", n_envs=2, vec_env_cls=PerWorkerSubprocVecEnv)
+    try:
+        model = A3C("MlpPolicy", env, n_workers=2, seed=0)
+        model.learn(1_000)
+        assert model.num_timesteps >= 1_000
+        # The main process's sub-processes still answer (no worker closed them).
+        assert env.reset().shape == (2, 4)
+    finally:
+        env.close()
 
 
 def test_subproc_vec_env_is_refused_with_a_clear_error():

@@ -21,7 +21,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_async.common.envs import check_worker_env, is_env_factory
+from sb3_async.common.envs import check_worker_env, is_env_factory, rebuild_per_worker_envs
 from sb3_async.common.local_copy import LocalCopy
 from sb3_async.common.optim import check_optimizer_class, share_optimizer_state
 from sb3_async.common.pool import WorkerContext, WorkerPool
@@ -215,6 +215,15 @@ class AsyncAlgorithm:
         th.distributions.Distribution.set_default_validate_args(False)
         set_random_seed(context.seed)
         self.action_space.seed(context.seed)  # type: ignore[attr-defined]
+        assert self.env is not None
+        self.env, own_envs = rebuild_per_worker_envs(self.env)
+        try:
+            self._run_worker(context)
+        finally:
+            for env in own_envs:
+                env.close()
+
+    def _run_worker(self, context: WorkerContext) -> None:
         assert self.env is not None
         self.env.seed(context.seed)
         self._last_obs = self.env.reset()

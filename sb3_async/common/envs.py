@@ -1,12 +1,51 @@
 """Environment helpers: what a worker can step, and how the given ``env`` argument is read."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gymnasium as gym
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecEnvWrapper
 
-__all__ = ["check_worker_env", "is_env_factory", "vec_env_chain"]
+__all__ = ["PerWorkerSubprocVecEnv", "check_worker_env", "is_env_factory", "rebuild_per_worker_envs", "vec_env_chain"]
+
+
+class PerWorkerSubprocVecEnv(SubprocVecEnv):
+    """
+    A ``SubprocVecEnv`` that keeps its environment factories, so that every worker can start
+    sub-processes of its own: pass it (or ``vec_env_cls=PerWorkerSubprocVecEnv`` to
+    ``make_vec_env``) where a ``SubprocVecEnv`` is wanted. The main process keeps the original.
+
+    :param env_fns: callables that each build one environment
+    :param start_method: the multiprocessing start method of the sub-processes
+    """
+
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], start_method: str | None = None) -> None:
+        self.env_fns = list(env_fns)
+        self.start_method = start_method
+        super().__init__(self.env_fns, start_method)
+
+
+def rebuild_per_worker_envs(env: VecEnv) -> tuple[VecEnv, list[VecEnv]]:
+    """
+    In a worker: replace each :class:`PerWorkerSubprocVecEnv` of ``env``'s chain by a new one
+    with sub-processes of its own, forked from the worker (the inherited one belongs to the main
+    process: it is left untouched, not closed). Returns the (possibly new) outermost env and the
+    envs created.
+    """
+    created: list[VecEnv] = []
+    parent: VecEnv | None = None
+    for wrapper in list(vec_env_chain(env)):
+        if isinstance(wrapper, PerWorkerSubprocVecEnv):
+            # fork: a forked worker inherits the main process's forkserver bookkeeping, which
+            # it cannot use (the server is not its child), and spawn would re-import everything.
+            fresh = PerWorkerSubprocVecEnv(wrapper.env_fns, "fork")
+            created.append(fresh)
+            if parent is None:
+                env = fresh
+            else:
+                parent.venv = fresh  # type: ignore[attr-defined]
+        parent = wrapper
+    return env, created
 
 
 def vec_env_chain(env: VecEnv | None) -> Iterator[VecEnv]:
@@ -26,13 +65,15 @@ def check_worker_env(env: VecEnv) -> None:
     Raise a ``ValueError`` if the workers cannot each step their own copy of ``env``.
 
     Workers are forked and step the copy of the environment they inherit. The sub-processes
-    of a ``SubprocVecEnv`` cannot be copied that way: every worker would drive the same ones.
+    of a ``SubprocVecEnv`` cannot be copied that way: every worker would drive the same ones
+    (a :class:`PerWorkerSubprocVecEnv` is rebuilt in each worker instead).
     """
     for wrapper in vec_env_chain(env):
-        if isinstance(wrapper, SubprocVecEnv):
+        if isinstance(wrapper, SubprocVecEnv) and not isinstance(wrapper, PerWorkerSubprocVecEnv):
             raise ValueError(
                 "env: a SubprocVecEnv cannot be given to an asynchronous algorithm, because its "
                 "sub-processes would be shared by all workers. Each worker is already a process of its "
-                "own: pass a DummyVecEnv (e.g. make_vec_env(env_id, n_envs=...)), an env id or a "
-                "callable that returns an env."
+                "own: pass a DummyVecEnv (e.g. make_vec_env(env_id, n_envs=...)), an env id, a callable "
+                "that returns an env, or, to step each worker's environments in sub-processes, "
+                "make_vec_env(..., vec_env_cls=sb3_async.common.envs.PerWorkerSubprocVecEnv)."
             )

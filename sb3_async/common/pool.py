@@ -163,8 +163,10 @@ class WorkerPool:
             context = WorkerContext(
                 worker_id, seed, self._steps, self._flags, self.base_timesteps, self.total_timesteps, self._queue
             )
+            # Not daemonic: a worker may start processes of its own (PerWorkerSubprocVecEnv);
+            # close() reaps the workers whatever happens.
             process = self._mp.Process(
-                target=_worker_entry, args=(self._target, context), name=f"sb3_async-worker-{worker_id}", daemon=True
+                target=_worker_entry, args=(self._target, context), name=f"sb3_async-worker-{worker_id}", daemon=False
             )
             process.start()
             self._processes.append(process)
