@@ -17,7 +17,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from sb3_async.a3c.buffers import WholeRecurrentDictRolloutBuffer, WholeRecurrentRolloutBuffer
-from sb3_async.a3c.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
+from sb3_async.a3c.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy, PaperCnnLstmPolicy, PaperCnnPolicy
 from sb3_async.common.base import AsyncAlgorithm
 from sb3_async.common.callbacks import WorkerRolloutCallback
 from sb3_async.common.local_copy import LocalCopy
@@ -40,7 +40,8 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
     samples; the paper sums over the ``t_max`` steps, which only rescales the learning rate).
 
     :param policy: The policy model to use: MlpPolicy, CnnPolicy, MultiInputPolicy, or the LSTM policies
-        MlpLstmPolicy, CnnLstmPolicy, MultiInputLstmPolicy (the paper's A3C LSTM; see ``sb3_async.a3c.policies``)
+        MlpLstmPolicy, CnnLstmPolicy, MultiInputLstmPolicy (the paper's A3C LSTM; see ``sb3_async.a3c.policies``);
+        PaperCnnPolicy and PaperCnnLstmPolicy use the paper's smaller Atari network
     :param env: The environment to learn from: an env id, a callable returning an env, an env or
         a ``VecEnv`` (each worker steps its own copy; ``SubprocVecEnv`` is refused)
     :param learning_rate: The learning rate, it can be a function of the progress remaining
@@ -76,6 +77,8 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
         "MlpLstmPolicy": MlpLstmPolicy,
         "CnnLstmPolicy": CnnLstmPolicy,
         "MultiInputLstmPolicy": MultiInputLstmPolicy,
+        "PaperCnnPolicy": PaperCnnPolicy,
+        "PaperCnnLstmPolicy": PaperCnnLstmPolicy,
     }
 
     def __init__(

@@ -18,9 +18,13 @@ from sb3_contrib.common.recurrent.policies import (
     RecurrentActorCriticPolicy,
     RecurrentMultiInputActorCriticPolicy,
 )
+from stable_baselines3.common.policies import ActorCriticCnnPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 
-__all__ = ["CnnLstmPolicy", "MlpLstmPolicy", "MultiInputLstmPolicy"]
+from sb3_async.common.torch_layers import PaperCNN
+
+__all__ = ["CnnLstmPolicy", "MlpLstmPolicy", "MultiInputLstmPolicy", "PaperCnnLstmPolicy", "PaperCnnPolicy"]
 
 
 class _SharedTorso:
@@ -81,3 +85,17 @@ class CnnLstmPolicy(_SharedTorso, RecurrentActorCriticCnnPolicy):
 
 class MultiInputLstmPolicy(_SharedTorso, RecurrentMultiInputActorCriticPolicy):
     """sb3-contrib's ``MultiInputLstmPolicy`` with ``share_lstm_torso`` (default True, the paper's torso)."""
+
+
+class PaperCnnPolicy(ActorCriticCnnPolicy):
+    """SB3's ``CnnPolicy`` with the paper's network (:class:`~sb3_async.common.torch_layers.PaperCNN`) by default."""
+
+    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = PaperCNN, **kwargs: Any) -> None:
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+class PaperCnnLstmPolicy(CnnLstmPolicy):
+    """The paper's A3C LSTM: the paper's network, then a 256-unit LSTM shared by both heads."""
+
+    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = PaperCNN, **kwargs: Any) -> None:
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)

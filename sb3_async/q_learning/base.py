@@ -28,6 +28,7 @@ from sb3_async.common.local_copy import LocalCopy
 from sb3_async.common.pool import WorkerContext
 from sb3_async.common.reporting import WorkerReporter
 from sb3_async.common.validation import check_bool, check_float, check_int, check_learning_rate
+from sb3_async.q_learning.policies import PaperCnnPolicy
 
 __all__ = ["AsyncQLearning"]
 
@@ -73,7 +74,8 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
     The parameters shared by :class:`~sb3_async.AsyncNStepQ`, :class:`~sb3_async.AsyncOneStepQ`
     and :class:`~sb3_async.AsyncOneStepSarsa` (this class is not used directly).
 
-    :param policy: The policy model to use: SB3's DQN policies (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param policy: The policy model to use: SB3's DQN policies (MlpPolicy, CnnPolicy, MultiInputPolicy), or
+        PaperCnnPolicy (the paper's smaller Atari network)
     :param env: The environment to learn from: an env id, a callable returning an env, an env or a
         ``VecEnv`` (each worker steps its own copy of its ``num_envs`` environments)
     :param rollout_length: Steps per environment in a worker's rollout (set by the subclass)
@@ -105,7 +107,7 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = DQN.policy_aliases
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {**DQN.policy_aliases, "PaperCnnPolicy": PaperCnnPolicy}
     # Workers read the target network from shared memory; it changes only at target updates.
     _keep_shared_modules: ClassVar[tuple[str, ...]] = ("q_net_target",)
     #: Whether the target needs the action taken at the next step (Sarsa).
