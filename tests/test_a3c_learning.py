@@ -9,6 +9,7 @@ import pytest
 from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_async import A3C
 
@@ -43,3 +44,32 @@ def test_cartpole_reaches_475():
     )
     mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=20)
     assert mean >= 475
+
+
+@pytest.mark.slow
+def test_pendulum_better_than_minus_400():
+    """
+    Continuous actions, with VecNormalize statistics shared by the workers and gSDE.
+    Measured: 330k-360k steps, about 30 s on 2 cores (the zoo's Pendulum-v1 settings).
+    """
+    env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=8, seed=2), gamma=0.9)
+    model = A3C(
+        "MlpPolicy",
+        env,
+        n_workers=2,
+        n_steps=8,
+        gamma=0.9,
+        gae_lambda=0.9,
+        vf_coef=0.4,
+        ent_coef=0.0,
+        learning_rate=1e-3,
+        use_sde=True,
+        policy_kwargs=dict(log_std_init=-2, ortho_init=False),
+        seed=2,
+    )
+    # The evaluation env takes the training statistics from EvalCallback (sync_envs_normalization).
+    eval_env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=102), training=False, norm_reward=False)
+    evaluation = _train_until(model, eval_env, threshold=-400, budget=1_000_000, eval_freq=2_500)
+    assert evaluation.best_mean_reward > -400, (
+        f"best evaluation {evaluation.best_mean_reward} after {model.num_timesteps} steps"
+    )
