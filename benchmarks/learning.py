@@ -1,0 +1,205 @@
+"""Learning speed: evaluation reward against environment steps and wall-clock seconds.
+
+Every model is built by rl_zoo3's own ``ExperimentManager`` from a hyperparameter file (ours,
+``zoo_configs/``, for sb3-async's algorithms; the zoo's for A2C and DQN), so each algorithm runs
+with the settings a user of the zoo gets. During training, a callback takes a snapshot of the
+policy every ``snapshot_every`` steps, with the wall-clock time and the mean reward of the last
+training episodes. Only after training is each snapshot evaluated (``n_eval_episodes`` episodes,
+run side by side in a VecEnv), so evaluation never competes with training for the CPU and the
+seconds are training seconds for every algorithm alike.
+
+    python -m benchmarks.learning --algo a3c --env CartPole-v1 --seed 0 --timesteps 300000
+"""
+
+import argparse
+import copy
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecNormalize, unwrap_vec_normalize
+
+from sb3_async.zoo import ALGOS as OUR_ALGOS
+from sb3_async.zoo import config_path, register
+
+# The zoo evaluates value-based agents greedily, and Atari agents of the others stochastically.
+_GREEDY_ALGOS = {"dqn", "qrdqn", "async_nstep_q", "async_onestep_q", "async_onestep_sarsa"}
+
+
+class Snapshots(BaseCallback):
+    """
+    Every ``every`` steps: a copy of the policy's parameters (and normalization statistics), with
+    time and steps. Also records the exact step and time at which the mean reward of the last
+    100 training episodes first reaches ``train_threshold``.
+    """
+
+    def __init__(self, every: int, train_threshold: float | None = None) -> None:
+        super().__init__()
+        self.every = every
+        self.train_threshold = train_threshold
+        self.train_hit: dict[str, float] | None = None
+        self.points: list[dict[str, Any]] = []
+        self._next = 0
+        self._start = 0.0
+
+    def _on_training_start(self) -> None:
+        self._start = time.perf_counter()
+        self._next = self.every
+        self._take()
+
+    def _take(self) -> None:
+        rewards = [info["r"] for info in self.model.ep_info_buffer or []]
+        normalizer = unwrap_vec_normalize(self.training_env)
+        self.points.append(
+            dict(
+                steps=int(self.num_timesteps),
+                seconds=time.perf_counter() - self._start,
+                train_reward=float(np.mean(rewards)) if rewards else None,
+                train_episodes=len(rewards),
+                state={key: value.detach().clone() for key, value in self.model.policy.state_dict().items()},
+                obs_rms=copy.deepcopy(normalizer.obs_rms) if normalizer is not None else None,
+            )
+        )
+
+    def _on_step(self) -> bool:
+        if self.train_threshold is not None and self.train_hit is None:
+            buffer = self.model.ep_info_buffer
+            if (
+                buffer is not None
+                and len(buffer) == buffer.maxlen
+                and np.mean([i["r"] for i in buffer]) >= self.train_threshold
+            ):
+                self.train_hit = dict(steps=int(self.num_timesteps), seconds=time.perf_counter() - self._start)
+        if self.num_timesteps >= self._next:
+            self._take()
+            self._next += self.every
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.points[-1]["steps"] < self.model.num_timesteps:
+            self._take()
+
+
+def _experiment(algo: str, env_id: str, seed: int, n_timesteps: int, folder: str, overrides: dict[str, Any]) -> Any:
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    return ExperimentManager(
+        argparse.Namespace(),
+        algo,
+        env_id,
+        folder,
+        n_timesteps=n_timesteps,
+        eval_freq=-1,
+        seed=seed,
+        hyperparams=overrides or None,
+        config=str(config_path(algo)) if algo in OUR_ALGOS else None,
+        verbose=0,
+        device="cpu",
+    )
+
+
+def run(
+    algo: str,
+    env_id: str,
+    seed: int,
+    n_timesteps: int,
+    snapshot_every: int,
+    n_eval_episodes: int = 10,
+    overrides: dict[str, Any] | None = None,
+    train_threshold: float | None = None,
+) -> dict[str, Any]:
+    """Train ``algo`` on ``env_id`` with the zoo's settings; return the learning curve."""
+    register()
+    overrides = dict(overrides or {})
+    with tempfile.TemporaryDirectory() as folder:
+        experiment = _experiment(algo, env_id, seed, n_timesteps, folder, overrides)
+        model, _ = experiment.setup_experiment()
+        snapshots = Snapshots(snapshot_every, train_threshold)
+        start = time.perf_counter()
+        model.learn(n_timesteps, callback=snapshots)
+        train_seconds = time.perf_counter() - start
+        eval_env = experiment.create_envs(n_eval_episodes, eval_env=True, no_log=True)
+        # Evaluate with one thread, as the training processes ran (and to keep results comparable).
+        th.set_num_threads(1)
+        deterministic = algo in _GREEDY_ALGOS or not experiment._is_atari
+        curve = []
+        for point in snapshots.points:
+            model.policy.load_state_dict(point.pop("state"))
+            obs_rms = point.pop("obs_rms")
+            if obs_rms is not None:
+                normalizer = unwrap_vec_normalize(eval_env)
+                assert isinstance(normalizer, VecNormalize)
+                normalizer.obs_rms = obs_rms
+            rewards, _ = evaluate_policy(
+                model, eval_env, n_eval_episodes=n_eval_episodes, deterministic=deterministic, return_episode_rewards=True
+            )
+            curve.append(dict(point, eval_reward=float(np.mean(rewards))))
+        eval_env.close()
+        model.env.close()
+    workers = getattr(model, "n_workers", 1)
+    return dict(
+        algo=algo,
+        env=env_id,
+        seed=seed,
+        n_timesteps=n_timesteps,
+        train_seconds=train_seconds,
+        n_workers=workers,
+        overrides={key: repr(value) for key, value in overrides.items()},
+        curve=curve,
+        train_hit=snapshots.train_hit,
+    )
+
+
+def first_sustained(result: dict[str, Any], threshold: float) -> dict[str, Any] | None:
+    """
+    The first snapshot whose evaluation reaches ``threshold`` and still does at the next snapshot
+    (a single evaluation can pass by luck: on CartPole even an untrained policy may score 400).
+    None if there is none.
+    """
+    curve = result["curve"]
+    for point, following in zip(curve, curve[1:]):
+        if point["eval_reward"] >= threshold and following["eval_reward"] >= threshold:
+            return point
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", required=True, help="zoo key: a3c, async_nstep_q, ..., a2c, dqn")
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timesteps", type=int, required=True)
+    parser.add_argument("--snapshot-every", type=int, default=10_000)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--threshold", type=float, default=None, help="print the first point that reaches it")
+    parser.add_argument("-params", nargs="*", default=[], help="overrides, as the zoo's -params key:value")
+    parser.add_argument("--out", default=None, help="write the result as JSON here")
+    args = parser.parse_args()
+    overrides = {}
+    for item in args.params:
+        key, value = item.split(":", 1)
+        overrides[key] = eval(value)  # as the zoo's StoreDict does
+    result = run(
+        args.algo, args.env, args.seed, args.timesteps, args.snapshot_every, args.eval_episodes, overrides, args.threshold
+    )
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result))
+    summary = dict(algo=args.algo, env=args.env, seed=args.seed, train_seconds=round(result["train_seconds"], 1))
+    summary["best_eval"] = max(point["eval_reward"] for point in result["curve"])
+    summary["final_eval"] = result["curve"][-1]["eval_reward"]
+    if args.threshold is not None:
+        hit = first_sustained(result, args.threshold)
+        summary["eval_reached"] = None if hit is None else dict(steps=hit["steps"], seconds=round(hit["seconds"], 1))
+        summary["train_reached"] = result["train_hit"]
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
