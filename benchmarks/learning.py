@@ -13,6 +13,7 @@ seconds are training seconds for every algorithm alike.
 
 import argparse
 import copy
+import itertools
 import json
 import tempfile
 import time
@@ -163,7 +164,7 @@ def first_sustained(result: dict[str, Any], threshold: float) -> dict[str, Any] 
     None if there is none.
     """
     curve = result["curve"]
-    for point, following in zip(curve, curve[1:]):
+    for point, following in itertools.pairwise(curve):
         if point["eval_reward"] >= threshold and following["eval_reward"] >= threshold:
             return point
     return None
