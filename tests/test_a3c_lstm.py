@@ -83,7 +83,7 @@ def test_rollout_is_replayed_whole_from_the_state_saved_at_its_start():
     n_envs, hidden = 2, model.policy.lstm_actor.hidden_size
     buffer.reset()
     for step in range(6):
-        state = np.full((1, n_envs, hidden), step, dtype=np.float32)
+        state = np.full((1, n_envs, hidden), step + 1, dtype=np.float32)  # the state saved at each step
         states = RNNStates((th.as_tensor(state), th.as_tensor(state)), (th.as_tensor(state), th.as_tensor(state)))
         buffer.add(
             np.zeros((n_envs, 4)),
@@ -97,9 +97,12 @@ def test_rollout_is_replayed_whole_from_the_state_saved_at_its_start():
     buffer.compute_returns_and_advantage(th.zeros(n_envs), np.zeros(n_envs))
     for _ in range(5):  # no random cut, whatever the draw
         batch = next(WholeRecurrentRolloutBuffer.get(buffer))
-        # Sequences: env 0 whole (from step 0), env 1 from step 0 and from its episode start at step 3.
-        starts = batch.lstm_states.pi[0][0, :, 0].tolist()
-        assert starts == [0.0, 0.0, 3.0]
+        # Sequences: env 0 whole and env 1 up to step 3, from the states saved at the rollout's
+        # start; env 1 from its episode start at step 3, from the reset (zero) state.
+        assert batch.lstm_states.pi[0][0, :, 0].tolist() == [1.0, 1.0, 0.0]
+        assert batch.lstm_states.vf[1][0, :, 0].tolist() == [1.0, 1.0, 0.0]
+        # The reset is in the initial state: no flag is left to send sb3-contrib's LSTM step by step.
+        assert not batch.episode_starts.any()
         assert int(batch.mask.sum()) == 12
 
 
@@ -125,7 +128,7 @@ def test_training_replays_exactly_what_the_rollout_computed(share_lstm_torso):
         mask = data.mask > 1e-8
         assert th.allclose(values.flatten()[mask], data.old_values[mask], atol=1e-6)
         assert th.allclose(log_prob[mask], data.old_log_prob[mask], atol=1e-6)
-        episode_starts_seen += int(data.episode_starts.sum())
+        episode_starts_seen += int(model.rollout_buffer.episode_starts.sum())
     assert episode_starts_seen > 2, "the check must cover sequences cut at episode starts"
 
 
