@@ -47,6 +47,12 @@ def _stack(observations: list[Any]) -> Any:
     return stacked.reshape(-1, *stacked.shape[2:])
 
 
+def _copy(observations: Any) -> Any:
+    if isinstance(observations, dict):
+        return {key: value.copy() for key, value in observations.items()}
+    return observations.copy()
+
+
 def _select(observations: Any, rows: np.ndarray) -> Any:
     if isinstance(observations, dict):
         return {key: value[rows] for key, value in observations.items()}
@@ -304,6 +310,8 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
             for _ in range(self.rollout_length):
                 action = next_actions if next_actions is not None else self._act(obs, epsilon)
                 new_obs, reward, done, infos = self.env.step(action)
+                # Kept for the whole rollout: a VecEnv may hand out the same buffer every step.
+                new_obs = _copy(new_obs)
                 context.add_steps(n_envs)
                 reporter.add_step(infos, done)
                 observations.append(obs)
