@@ -163,6 +163,13 @@ def test_zoo_style_atari_vec_env_trains():
     model.predict(obs, deterministic=True)
 
 
+def test_vec_normalize_of_rewards_only():
+    env = VecNormalize(make_vec_env("CartPole-v1", n_envs=2), norm_obs=False)
+    model = A3C("MlpPolicy", env, n_workers=2, seed=0)
+    model.learn(1_000)
+    assert env.ret_rms.count >= 1_000 and "obs_rms" not in vars(env)
+
+
 def test_vec_normalize_statistics_are_shared_between_workers():
     env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2), gamma=0.99)
     model = A3C("MlpPolicy", env, n_workers=2, seed=0)

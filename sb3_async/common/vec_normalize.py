@@ -76,6 +76,9 @@ class SharedRunningMeanStd(RunningMeanStd):
         return self.to_local().__reduce__()
 
 
+_STATISTICS = ("obs_rms", "ret_rms")
+
+
 def _share(rms: Any, lock: Any) -> Any:
     if isinstance(rms, dict):
         return {key: _share(value, lock) for key, value in rms.items()}
@@ -100,12 +103,13 @@ def shared_normalization(env: VecEnv | None) -> Iterator[None]:
         yield
         return
     lock = mp.get_context("fork").Lock()
-    for normalizer in normalizers:
-        normalizer.obs_rms = _share(normalizer.obs_rms, lock)
-        normalizer.ret_rms = _share(normalizer.ret_rms, lock)
+    # VecNormalize(norm_obs=False) has no obs_rms; vars(), not getattr: a VecEnvWrapper forwards
+    # unknown attributes to the env it wraps.
+    statistics = [(normalizer, name) for normalizer in normalizers for name in _STATISTICS if name in vars(normalizer)]
+    for normalizer, name in statistics:
+        setattr(normalizer, name, _share(getattr(normalizer, name), lock))
     try:
         yield
     finally:
-        for normalizer in normalizers:
-            normalizer.obs_rms = _unshare(normalizer.obs_rms)
-            normalizer.ret_rms = _unshare(normalizer.ret_rms)
+        for normalizer, name in statistics:
+            setattr(normalizer, name, _unshare(getattr(normalizer, name)))
