@@ -1,20 +1,26 @@
 """Learning speed: evaluation reward against environment steps and wall-clock seconds.
 
 Every model is built by rl_zoo3's own ``ExperimentManager`` from a hyperparameter file (ours,
-``zoo_configs/``, for sb3-async's algorithms; the zoo's for A2C and DQN), so each algorithm runs
-with the settings a user of the zoo gets. During training, a callback takes a snapshot of the
-policy every ``snapshot_every`` steps, with the wall-clock time and the mean reward of the last
-training episodes. Only after training is each snapshot evaluated (``n_eval_episodes`` episodes,
-run side by side in a VecEnv), so evaluation never competes with training for the CPU and the
-seconds are training seconds for every algorithm alike.
+``zoo_configs/``, for sb3-async's algorithms; the zoo's for A2C and DQN; see
+``benchmarks.configs``), so each algorithm runs with the settings a user of the zoo gets. During
+training, a callback takes a snapshot of the policy every ``snapshot_every`` steps (or every
+``snapshot_seconds`` seconds), with the wall-clock time and the mean reward of the last training
+episodes; ``max_seconds`` stops training after that many seconds. Only after training is each
+snapshot evaluated (``n_eval_episodes`` episodes, run side by side in a VecEnv), so evaluation
+never competes with training for the CPU and the seconds are training seconds for every
+algorithm alike.
 
     python -m benchmarks.learning --algo a3c --env CartPole-v1 --seed 0 --timesteps 300000
+    python -m benchmarks.learning --algo a2c --env PongNoFrameskip-v4 --timesteps 10000000 \
+        --max-seconds 600 --snapshot-seconds 120
 """
 
 import argparse
 import copy
 import itertools
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,12 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize, unwrap_vec_normalize
 
-from sb3_async.zoo import ALGOS as OUR_ALGOS
-from sb3_async.zoo import config_path, register
+from benchmarks.configs import experiment
 
 # The zoo evaluates value-based agents greedily, and Atari agents of the others stochastically.
 _GREEDY_ALGOS = {"dqn", "qrdqn", "async_nstep_q", "async_onestep_q", "async_onestep_sarsa"}
@@ -35,23 +40,35 @@ _GREEDY_ALGOS = {"dqn", "qrdqn", "async_nstep_q", "async_onestep_q", "async_ones
 
 class Snapshots(BaseCallback):
     """
-    Every ``every`` steps: a copy of the policy's parameters (and normalization statistics), with
-    time and steps. Also records the exact step and time at which the mean reward of the last
-    100 training episodes first reaches ``train_threshold``.
+    Every ``every`` steps, or every ``every_seconds`` seconds when given: a copy of the policy's
+    parameters (and normalization statistics), with time and steps, and one at the end. Also
+    records the exact step and time at which the mean reward of the last 100 training episodes
+    first reaches ``train_threshold``. ``until_seconds``: the time limit of the run, at which
+    the end snapshot is taken (rather than a timed one just before it).
     """
 
-    def __init__(self, every: int, train_threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        every: int,
+        train_threshold: float | None = None,
+        every_seconds: float | None = None,
+        until_seconds: float | None = None,
+    ) -> None:
         super().__init__()
         self.every = every
+        self.every_seconds = every_seconds
+        self.until_seconds = until_seconds
         self.train_threshold = train_threshold
         self.train_hit: dict[str, float] | None = None
         self.points: list[dict[str, Any]] = []
         self._next = 0
+        self._next_seconds = 0.0
         self._start = 0.0
 
     def _on_training_start(self) -> None:
         self._start = time.perf_counter()
         self._next = self.every
+        self._next_seconds = self.every_seconds or 0.0
         self._take()
 
     def _take(self) -> None:
@@ -77,7 +94,12 @@ class Snapshots(BaseCallback):
                 and np.mean([i["r"] for i in buffer]) >= self.train_threshold
             ):
                 self.train_hit = dict(steps=int(self.num_timesteps), seconds=time.perf_counter() - self._start)
-        if self.num_timesteps >= self._next:
+        if self.every_seconds is not None:
+            elapsed = time.perf_counter() - self._start
+            if elapsed >= self._next_seconds and (self.until_seconds is None or elapsed < self.until_seconds):
+                self._take()
+                self._next_seconds += self.every_seconds
+        elif self.num_timesteps >= self._next:
             self._take()
             self._next += self.every
         return True
@@ -87,22 +109,19 @@ class Snapshots(BaseCallback):
             self._take()
 
 
-def _experiment(algo: str, env_id: str, seed: int, n_timesteps: int, folder: str, overrides: dict[str, Any]) -> Any:
-    from rl_zoo3.exp_manager import ExperimentManager
+class StopAfterSeconds(BaseCallback):
+    """Stops training ``seconds`` after it started (a wall-clock budget instead of a step budget)."""
 
-    return ExperimentManager(
-        argparse.Namespace(),
-        algo,
-        env_id,
-        folder,
-        n_timesteps=n_timesteps,
-        eval_freq=-1,
-        seed=seed,
-        hyperparams=overrides or None,
-        config=str(config_path(algo)) if algo in OUR_ALGOS else None,
-        verbose=0,
-        device="cpu",
-    )
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self._start = 0.0
+
+    def _on_training_start(self) -> None:
+        self._start = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        return time.perf_counter() - self._start < self.seconds
 
 
 def run(
@@ -114,21 +133,29 @@ def run(
     n_eval_episodes: int = 10,
     overrides: dict[str, Any] | None = None,
     train_threshold: float | None = None,
+    max_seconds: float | None = None,
+    snapshot_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Train ``algo`` on ``env_id`` with the zoo's settings; return the learning curve."""
-    register()
+    """
+    Train ``algo`` (a zoo key, or another key of ``benchmarks.configs.CONFIGS`` such as ``a3c@a2c``)
+    on ``env_id`` with the zoo's settings; return the learning curve.
+
+    :param max_seconds: stop training after this many seconds (or at ``n_timesteps``, whichever is first)
+    :param snapshot_seconds: take snapshots every this many seconds instead of every ``snapshot_every`` steps
+    """
     overrides = dict(overrides or {})
     with tempfile.TemporaryDirectory() as folder:
-        experiment = _experiment(algo, env_id, seed, n_timesteps, folder, overrides)
-        model, _ = experiment.setup_experiment()
-        snapshots = Snapshots(snapshot_every, train_threshold)
+        manager = experiment(algo, env_id, seed, n_timesteps, folder, overrides)
+        model, _ = manager.setup_experiment()
+        snapshots = Snapshots(snapshot_every, train_threshold, snapshot_seconds, max_seconds)
+        callbacks: list[BaseCallback] = [snapshots] if max_seconds is None else [snapshots, StopAfterSeconds(max_seconds)]
         start = time.perf_counter()
-        model.learn(n_timesteps, callback=snapshots)
+        model.learn(n_timesteps, callback=CallbackList(callbacks))
         train_seconds = time.perf_counter() - start
-        eval_env = experiment.create_envs(n_eval_episodes, eval_env=True, no_log=True)
+        eval_env = manager.create_envs(n_eval_episodes, eval_env=True, no_log=True)
         # Evaluate with one thread, as the training processes ran (and to keep results comparable).
         th.set_num_threads(1)
-        deterministic = algo in _GREEDY_ALGOS or not experiment._is_atari
+        deterministic = manager.algo in _GREEDY_ALGOS or not manager._is_atari
         curve = []
         for point in snapshots.points:
             model.policy.load_state_dict(point.pop("state"))
@@ -150,6 +177,8 @@ def run(
         seed=seed,
         n_timesteps=n_timesteps,
         train_seconds=train_seconds,
+        trained_steps=int(model.num_timesteps),
+        max_seconds=max_seconds,
         n_workers=workers,
         overrides={key: repr(value) for key, value in overrides.items()},
         curve=curve,
@@ -170,15 +199,44 @@ def first_sustained(result: dict[str, Any], threshold: float) -> dict[str, Any] 
     return None
 
 
+def run_fresh(
+    algo: str,
+    env_id: str,
+    seed: int,
+    n_timesteps: int,
+    snapshot_every: int,
+    n_eval_episodes: int = 10,
+    train_threshold: float | None = None,
+    max_seconds: float | None = None,
+    snapshot_seconds: float | None = None,
+) -> dict[str, Any]:
+    """:func:`run` in a fresh Python process (its own torch threads, memory and imports)."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "result.json"
+        command = [sys.executable, "-m", "benchmarks.learning", "--algo", algo, "--env", env_id, "--seed", str(seed)]
+        command += ["--timesteps", str(n_timesteps), "--snapshot-every", str(snapshot_every)]
+        command += ["--eval-episodes", str(n_eval_episodes), "--out", str(out)]
+        options = {"--threshold": train_threshold, "--max-seconds": max_seconds, "--snapshot-seconds": snapshot_seconds}
+        for flag, value in options.items():
+            if value is not None:
+                command += [flag, str(value)]
+        done = subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
+        return json.loads(out.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", required=True, help="zoo key: a3c, async_nstep_q, ..., a2c, dqn")
+    parser.add_argument("--algo", required=True, help="zoo key: a3c, async_nstep_q, ..., a2c, dqn (or a3c@a2c)")
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timesteps", type=int, required=True)
     parser.add_argument("--snapshot-every", type=int, default=10_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--threshold", type=float, default=None, help="print the first point that reaches it")
+    parser.add_argument("--max-seconds", type=float, default=None, help="stop training after this many seconds")
+    parser.add_argument("--snapshot-seconds", type=float, default=None, help="snapshots by time instead of steps")
     parser.add_argument("-params", nargs="*", default=[], help="overrides, as the zoo's -params key:value")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     args = parser.parse_args()
@@ -187,7 +245,16 @@ def main() -> None:
         key, value = item.split(":", 1)
         overrides[key] = eval(value)  # as the zoo's StoreDict does
     result = run(
-        args.algo, args.env, args.seed, args.timesteps, args.snapshot_every, args.eval_episodes, overrides, args.threshold
+        args.algo,
+        args.env,
+        args.seed,
+        args.timesteps,
+        args.snapshot_every,
+        args.eval_episodes,
+        overrides,
+        args.threshold,
+        args.max_seconds,
+        args.snapshot_seconds,
     )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -2,11 +2,16 @@
 
 Each measurement runs in a fresh process and trains for ``--steps`` environment steps; the rate
 is taken between the moment ``--warmup`` steps are done and the end, through the same callback
-for every algorithm (start-up and the first steps are not counted). Algorithms alternate
+for every algorithm (start-up and the first steps are not counted). Configurations alternate
 within each repeat, so slow phases of a shared machine hit all of them alike; the report is
 the median over repeats and the ratio to A2C in the same run.
 
-    python -m benchmarks.throughput --env PongNoFrameskip-v4 --steps 20000 --repeats 3
+Configurations (``benchmarks.configs.CONFIGS``) are built by rl_zoo3's ``ExperimentManager``:
+``a2c`` is SB3's A2C with the zoo's settings, ``a3c@a2c`` A3C with those same settings, and
+``a3c``, ``async_nstep_q``, ... our algorithms with their shipped ``zoo_configs`` entries.
+Torch threads are left as each algorithm sets them for its users.
+
+    python -m benchmarks.throughput --env PongNoFrameskip-v4 --configs a2c,a3c@a2c,a3c --steps 20000 --repeats 3
 """
 
 import argparse
@@ -14,52 +19,24 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-# The zoo's A2C settings (rl_zoo3/hyperparams/a2c.yml) for both algorithms; A3C's workers
-# each step a copy of the same VecEnv.
-SETTINGS: dict[str, dict[str, Any]] = {
-    "atari": dict(
-        n_envs=16,
-        policy="CnnPolicy",
-        kwargs=dict(ent_coef=0.01, vf_coef=0.25),
-        rmsprop_tf_like=True,
-    ),
-    "CartPole-v1": dict(n_envs=8, policy="MlpPolicy", kwargs=dict(ent_coef=0.0), rmsprop_tf_like=False),
-}
+ROOT = Path(__file__).resolve().parent.parent
+
+#: A measurement to repeat: a configuration key and its number of workers (None: the entry's default).
+Job = tuple[str, int | None]
 
 
-def _make_env(env_id: str, n_envs: int, seed: int) -> Any:
-    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
-    from stable_baselines3.common.vec_env import VecFrameStack
-
-    if "NoFrameskip" in env_id:
-        import ale_py
-        import gymnasium as gym
-
-        gym.register_envs(ale_py)
-        return VecFrameStack(make_atari_env(env_id, n_envs=n_envs, seed=seed), n_stack=4)
-    return make_vec_env(env_id, n_envs=n_envs, seed=seed)
-
-
-def measure(algo: str, env_id: str, steps: int, warmup: int, n_workers: int, seed: int = 0) -> dict[str, Any]:
-    """Train ``algo`` for ``steps`` steps and return its steady-state steps per second."""
-    from stable_baselines3 import A2C
+def measure(key: str, env_id: str, steps: int, warmup: int, n_workers: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Train configuration ``key`` for ``steps`` steps and return its steady-state steps per second."""
+    import torch as th
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
-    import sb3_async
-
-    settings = SETTINGS["atari" if "NoFrameskip" in env_id else env_id]
-    env = _make_env(env_id, settings["n_envs"], seed)
-    kwargs = dict(settings["kwargs"], seed=seed)
-    if settings["rmsprop_tf_like"]:
-        kwargs["policy_kwargs"] = dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=1e-5))
-    if algo == "A2C":
-        model = A2C(settings["policy"], env, device="cpu", **kwargs)
-    else:
-        model = getattr(sb3_async, algo)(settings["policy"], env, n_workers=n_workers, **kwargs)
+    from benchmarks.configs import CONFIGS, describe_network, experiment
 
     class Clock(BaseCallback):
         def __init__(self) -> None:
@@ -74,45 +51,94 @@ def measure(algo: str, env_id: str, steps: int, warmup: int, n_workers: int, see
         def _on_training_end(self) -> None:
             self.marks.append((time.perf_counter(), self.model.num_timesteps))
 
-    clock = Clock()
-    model.learn(steps, callback=clock)
+    if CONFIGS[key].torch_threads is not None:
+        th.set_num_threads(CONFIGS[key].torch_threads)
+    overrides = {} if n_workers is None else {"n_workers": n_workers}
+    with tempfile.TemporaryDirectory() as folder:
+        model, _ = experiment(key, env_id, seed, steps, folder, overrides).setup_experiment()
+        torch_threads = th.get_num_threads()
+        clock = Clock()
+        model.learn(steps, callback=clock)
+        model.env.close()
     (t0, s0), (t1, s1) = clock.marks[0], clock.marks[-1]
-    return dict(algo=algo, env=env_id, steps_per_s=(s1 - s0) / (t1 - t0), measured_steps=s1 - s0, n_workers=n_workers)
+    return dict(
+        config=key,
+        env=env_id,
+        steps_per_s=(s1 - s0) / (t1 - t0),
+        measured_steps=s1 - s0,
+        n_workers=getattr(model, "n_workers", 1),
+        n_envs=model.n_envs,
+        torch_threads=torch_threads,
+        network=describe_network(model),
+    )
 
 
-def run(algos: list[str], env_id: str, steps: int, warmup: int, repeats: int, n_workers: int) -> dict[str, list[float]]:
-    """Every algorithm once per repeat, alternating, each in a fresh process."""
-    rates: dict[str, list[float]] = {algo: [] for algo in algos}
+def run_fresh(key: str, env_id: str, steps: int, warmup: int, n_workers: int | None = None) -> dict[str, Any]:
+    """:func:`measure` in a fresh Python process (its own torch threads, memory and imports)."""
+    command = [sys.executable, "-m", "benchmarks.throughput", "--one", key, "--env", env_id]
+    command += ["--steps", str(steps), "--warmup", str(warmup)]
+    if n_workers is not None:
+        command += ["--workers", str(n_workers)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _print_result(job: Job, repeat: int, repeats: int, result: dict[str, Any], seconds: float) -> None:
+    key, n_workers = job
+    workers = "" if n_workers is None else f" x{n_workers} workers"
+    print(
+        f"[{repeat + 1}/{repeats}] {key}{workers} on {result['env']}: {result['steps_per_s']:.0f} steps/s ({seconds:.1f} s)",
+        flush=True,
+    )
+
+
+def run(
+    jobs: list[Job],
+    env_id: str,
+    steps: int,
+    warmup: int,
+    repeats: int,
+    on_result: Callable[[Job, int, int, dict[str, Any], float], None] = _print_result,
+) -> dict[Job, list[dict[str, Any]]]:
+    """Every job once per repeat, alternating, each in a fresh process; ``on_result`` hears of each."""
+    results: dict[Job, list[dict[str, Any]]] = {job: [] for job in jobs}
     for repeat in range(repeats):
-        for algo in algos:
-            command = [sys.executable, "-m", "benchmarks.throughput", "--one", algo, "--env", env_id]
-            command += ["--steps", str(steps), "--warmup", str(warmup), "--workers", str(n_workers)]
-            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            result = json.loads(out.strip().splitlines()[-1])
-            rates[algo].append(result["steps_per_s"])
-            print(f"[{repeat + 1}/{repeats}] {algo:>17} {env_id}: {result['steps_per_s']:8.0f} steps/s", flush=True)
-    return rates
+        for job in jobs:
+            start = time.perf_counter()
+            result = run_fresh(job[0], env_id, steps, warmup, job[1])
+            results[job].append(result)
+            on_result(job, repeat, repeats, result, time.perf_counter() - start)
+    return results
+
+
+def summarize(rates: list[float]) -> dict[str, float]:
+    """Median, min and max of ``rates``."""
+    return dict(median=statistics.median(rates), min=min(rates), max=max(rates), n=len(rates))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="PongNoFrameskip-v4")
-    parser.add_argument("--algos", default="A2C,A3C")
+    parser.add_argument("--configs", default="a2c,a3c@a2c", help="keys of benchmarks.configs.CONFIGS")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None, help="n_workers of our algorithms (default: the entry's)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.env, args.steps, args.warmup, args.workers)))
         return
-    rates = run(args.algos.split(","), args.env, args.steps, args.warmup, args.repeats, args.workers)
-    base = statistics.median(rates["A2C"]) if "A2C" in rates else None
-    for algo, values in rates.items():
-        median = statistics.median(values)
+    jobs: list[Job] = [(key, args.workers) for key in args.configs.split(",")]
+    results = run(jobs, args.env, args.steps, args.warmup, args.repeats)
+    rates = {job[0]: [r["steps_per_s"] for r in values] for job, values in results.items()}
+    base = statistics.median(rates["a2c"]) if "a2c" in rates else None
+    for key, values in rates.items():
+        median, low, high = statistics.median(values), min(values), max(values)
         ratio = f"  {median / base:.2f}x A2C" if base else ""
-        print(f"{algo:>17}: median {median:8.0f} steps/s (min {min(values):.0f}, max {max(values):.0f}){ratio}")
+        print(f"{key:>20}: median {median:8.0f} steps/s (min {low:.0f}, max {high:.0f}){ratio}")
 
 
 if __name__ == "__main__":
