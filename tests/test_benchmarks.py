@@ -1,0 +1,60 @@
+"""``python -m benchmarks``: the whole benchmark pipeline, run with ``--quick``, writes its report, plots and results."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SECTION_HEADERS = [
+    "## Machine and versions",
+    "## Throughput",
+    "### Machine ceiling",
+    "## Worker scaling",
+    "## Learning speed",
+    "## Raw results",
+]
+
+
+def _benchmarks(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_quick_run_writes_every_section_plot_and_the_raw_results(tmp_path):
+    out = tmp_path / "docs"
+    done = _benchmarks("--quick", "--out", str(out), timeout=570)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+
+    report = (out / "benchmarks.md").read_text()
+    for header in SECTION_HEADERS:
+        assert f"\n{header}\n" in report, header
+    assert "--quick" in report and "CartPole-v1" in report and "PongNoFrameskip-v4" in report
+
+    plots = sorted((out / "benchmarks").glob("*.png"))
+    assert [p.name for p in plots] == ["learning_CartPole-v1.png", "learning_PongNoFrameskip-v4.png"]
+    for plot in plots:
+        assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        assert f"](benchmarks/{plot.name})" in report
+
+    results = json.loads((out / "benchmarks" / "results.json").read_text())
+    assert {"meta", "throughput", "scaling", "learning"} <= set(results)
+    assert results["meta"]["quick"] is True
+    for env in results["throughput"].values():
+        for entry in env["configs"].values():
+            assert entry["summary"]["median"] > 0
+            assert entry["ceiling"]["ceiling_steps_per_s"] > 0
+    assert set(results["learning"]["CartPole-v1"]["algos"]) == {"a3c", "async_nstep_q", "a2c", "dqn"}
+
+    # Progress: a line per finished measurement, as it happens.
+    assert "throughput CartPole-v1 a2c [1/1]: " in done.stdout
+    assert "scaling CartPole-v1 a3c, 1 worker [1/1]: " in done.stdout
+    assert "learning PongNoFrameskip-v4 a3c seed 0: " in done.stdout
+
+
+def test_unknown_section_is_refused():
+    done = _benchmarks("--only", "throughput,speed")
+    assert done.returncode == 2
+    assert "--only" in done.stderr
