@@ -72,7 +72,8 @@ def test_train_then_enjoy_on_cartpole(algo, tmp_path):
     run = tmp_path / "logs" / algo / "CartPole-v1_1"
     assert (run / "CartPole-v1.zip").is_file()
     config = yaml.unsafe_load((run / "CartPole-v1" / "config.yml").read_text())
-    assert dict(config)["n_envs"] == 8
+    with open(config_path(algo)) as f:
+        assert dict(config)["n_envs"] == yaml.safe_load(f)["CartPole-v1"]["n_envs"]
     assert (run / "CartPole-v1" / "args.yml").is_file()
     out = _zoo("enjoy", "--algo", algo, "--env", "CartPole-v1", "-f", "logs", "-n", "300", "--no-render", cwd=tmp_path).stdout
     assert "Loading" in out and "Episode Reward" in out
