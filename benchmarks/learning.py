@@ -81,7 +81,8 @@ class Snapshots(BaseCallback):
                 train_reward=float(np.mean(rewards)) if rewards else None,
                 train_episodes=len(rewards),
                 state={key: value.detach().clone() for key, value in self.model.policy.state_dict().items()},
-                obs_rms=copy.deepcopy(normalizer.obs_rms) if normalizer is not None else None,
+                # VecNormalize(norm_obs=False) has no obs_rms (and the wrapper would forward the lookup).
+                obs_rms=copy.deepcopy(vars(normalizer).get("obs_rms")) if normalizer is not None else None,
             )
         )
 
@@ -153,21 +154,8 @@ def run(
         model.learn(n_timesteps, callback=CallbackList(callbacks))
         train_seconds = time.perf_counter() - start
         eval_env = manager.create_envs(n_eval_episodes, eval_env=True, no_log=True)
-        # Evaluate with one thread, as the training processes ran (and to keep results comparable).
-        th.set_num_threads(1)
         deterministic = manager.algo in _GREEDY_ALGOS or not manager._is_atari
-        curve = []
-        for point in snapshots.points:
-            model.policy.load_state_dict(point.pop("state"))
-            obs_rms = point.pop("obs_rms")
-            if obs_rms is not None:
-                normalizer = unwrap_vec_normalize(eval_env)
-                assert isinstance(normalizer, VecNormalize)
-                normalizer.obs_rms = obs_rms
-            rewards, _ = evaluate_policy(
-                model, eval_env, n_eval_episodes=n_eval_episodes, deterministic=deterministic, return_episode_rewards=True
-            )
-            curve.append(dict(point, eval_reward=float(np.mean(rewards))))
+        curve = evaluate_snapshots(model, snapshots.points, eval_env, n_eval_episodes, deterministic)
         eval_env.close()
         model.env.close()
     workers = getattr(model, "n_workers", 1)
@@ -184,6 +172,28 @@ def run(
         curve=curve,
         train_hit=snapshots.train_hit,
     )
+
+
+def evaluate_snapshots(
+    model: Any, points: list[dict[str, Any]], eval_env: Any, n_eval_episodes: int, deterministic: bool
+) -> list[dict[str, Any]]:
+    """The curve: each snapshot of :class:`Snapshots`, its parameters replaced by its mean evaluation reward."""
+    # Evaluate with one thread, as the training processes ran (and to keep results comparable).
+    th.set_num_threads(1)
+    curve = []
+    for point in points:
+        point = dict(point)
+        model.policy.load_state_dict(point.pop("state"))
+        obs_rms = point.pop("obs_rms")
+        if obs_rms is not None:
+            normalizer = unwrap_vec_normalize(eval_env)
+            assert isinstance(normalizer, VecNormalize)
+            normalizer.obs_rms = obs_rms
+        rewards, _ = evaluate_policy(
+            model, eval_env, n_eval_episodes=n_eval_episodes, deterministic=deterministic, return_episode_rewards=True
+        )
+        curve.append(dict(point, eval_reward=float(np.mean(rewards))))
+    return curve
 
 
 def first_sustained(result: dict[str, Any], threshold: float) -> dict[str, Any] | None:

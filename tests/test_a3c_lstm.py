@@ -1,6 +1,5 @@
 """A3C with LSTM policies (the paper's A3C LSTM)."""
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -9,6 +8,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 
+from benchmarks.memory import CueMemory
 from sb3_async import A3C
 from sb3_async.a3c.buffers import WholeRecurrentRolloutBuffer
 from tests.test_a3c_envs import _zoo_atari_env
@@ -186,32 +186,6 @@ def test_multi_input_lstm_policy():
 
     model = A3C("MultiInputLstmPolicy", SimpleMultiObsEnv(random_start=True), n_workers=2, seed=0, policy_kwargs=SMALL)
     model.learn(300)
-
-
-class CueMemory(gym.Env):
-    """
-    A task that needs memory: the first observation shows a cue (-1 or +1), the next ``delay``
-    observations are blank but for a query flag on the last, and the action taken at the query
-    earns 1 if it names the cue (0 for -1, 1 for +1). Without memory the best is chance: 0.5.
-    """
-
-    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
-    action_space = gym.spaces.Discrete(2)
-
-    def __init__(self, delay: int = 4):
-        self.delay = delay
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        self.cue = int(self.np_random.integers(2))
-        return np.array([2 * self.cue - 1, 0], dtype=np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        if self.t <= self.delay:
-            return np.array([0, float(self.t == self.delay)], dtype=np.float32), 0.0, False, False, {}
-        return np.zeros(2, dtype=np.float32), float(action == self.cue), True, False, {}
 
 
 @pytest.mark.slow
