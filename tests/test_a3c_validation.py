@@ -36,6 +36,14 @@ def test_invalid_constructor_arguments(kwargs, error, message):
         A3C("MlpPolicy", "CartPole-v1", **kwargs)
 
 
+def test_arguments_that_would_be_ignored_are_reported():
+    with pytest.warns(UserWarning, match="rms_prop_eps are not used"):
+        A3C("MlpPolicy", "CartPole-v1", rms_prop_eps=0.1, policy_kwargs=dict(optimizer_class=th.optim.Adam))
+    with pytest.warns(UserWarning, match="use_rms_prop=False selects Adam"):
+        model = A3C("MlpPolicy", "CartPole-v1", use_rms_prop=False, rms_prop_eps=0.1)
+    assert isinstance(model.policy.optimizer, th.optim.Adam)
+
+
 def test_unknown_policy_and_wrong_policy_for_dict_observations():
     with pytest.raises(ValueError, match="Policy LstmPolicy unknown"):
         A3C("LstmPolicy", "CartPole-v1")

@@ -10,7 +10,6 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
@@ -18,7 +17,7 @@ from torch.nn import functional as F
 
 from sb3_async.a3c.buffers import WholeRecurrentDictRolloutBuffer, WholeRecurrentRolloutBuffer
 from sb3_async.a3c.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy, PaperCnnLstmPolicy, PaperCnnPolicy
-from sb3_async.common.base import AsyncAlgorithm
+from sb3_async.common.base import DEFAULT_RMS_PROP_EPS, AsyncAlgorithm
 from sb3_async.common.callbacks import WorkerRolloutCallback
 from sb3_async.common.local_copy import LocalCopy
 from sb3_async.common.pool import WorkerContext
@@ -92,7 +91,7 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
         ent_coef: float = 0.01,
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
-        rms_prop_eps: float = 1e-5,
+        rms_prop_eps: float = DEFAULT_RMS_PROP_EPS,
         use_rms_prop: bool = True,
         n_workers: int | None = None,
         use_sde: bool = False,
@@ -125,7 +124,7 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
         if seed is not None:
             check_int("seed", seed, minimum=0)
         device = self._init_async(n_workers, device, policy_kwargs)
-        # A copy: the optimizer defaults are written into it below.
+        # A copy: the optimizer's defaults are written into it.
         policy_kwargs = dict(policy_kwargs or {})
         super().__init__(
             policy,
@@ -153,10 +152,7 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
         self.normalize_advantage = normalize_advantage
         if self.recurrent and rollout_buffer_class is not None:
             raise ValueError("rollout_buffer_class cannot be given with a recurrent policy: it needs a recurrent buffer")
-        if use_rms_prop and "optimizer_class" not in self.policy_kwargs:
-            self.policy_kwargs["optimizer_class"] = RMSpropTFLike
-            self.policy_kwargs["optimizer_kwargs"] = dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0)
-        self._check_optimizer()
+        self._set_optimizer(use_rms_prop, rms_prop_eps)
         if _init_setup_model:
             self._setup_model()
 

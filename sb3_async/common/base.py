@@ -10,6 +10,7 @@ shared model.
 """
 
 import os
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
@@ -29,7 +31,10 @@ from sb3_async.common.reporting import ReportAggregator, WorkerReporter
 from sb3_async.common.validation import check_bool, check_int
 from sb3_async.common.vec_normalize import shared_normalization
 
-__all__ = ["AsyncAlgorithm", "default_n_workers"]
+__all__ = ["DEFAULT_RMS_PROP_EPS", "AsyncAlgorithm", "default_n_workers"]
+
+#: RMSprop epsilon of every algorithm (A2C's; the paper used 0.1 on Atari, see zoo_configs/).
+DEFAULT_RMS_PROP_EPS = 1e-5
 
 # Seconds the main process waits for worker messages between two looks at the step counter.
 _POLL_INTERVAL = 0.02
@@ -84,9 +89,24 @@ class AsyncAlgorithm:
         check_worker_env(vec_env)
         return vec_env
 
-    def _check_optimizer(self) -> None:
-        # SB3 policies default to Adam when policy_kwargs names no optimizer.
+    def _set_optimizer(self, use_rms_prop: bool, rms_prop_eps: float) -> None:
+        """
+        The paper's RMSprop (eps inside the square root, decay 0.99) unless ``policy_kwargs``
+        names an optimizer or ``use_rms_prop`` is False (then SB3's default, Adam); checked to be
+        one whose statistics can be shared.
+        """
         kwargs = self.policy_kwargs  # type: ignore[attr-defined]
+        if "optimizer_class" in kwargs:
+            if not use_rms_prop or rms_prop_eps != DEFAULT_RMS_PROP_EPS:
+                warnings.warn(
+                    "use_rms_prop and rms_prop_eps are not used: policy_kwargs['optimizer_class'] chooses the optimizer"
+                )
+        elif use_rms_prop:
+            kwargs["optimizer_class"] = RMSpropTFLike
+            kwargs["optimizer_kwargs"] = dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0)
+        elif rms_prop_eps != DEFAULT_RMS_PROP_EPS:
+            warnings.warn("rms_prop_eps is not used: use_rms_prop=False selects Adam")
+        # SB3 policies default to Adam when policy_kwargs names no optimizer.
         check_optimizer_class(kwargs.get("optimizer_class", th.optim.Adam), kwargs.get("optimizer_kwargs"))
 
     def _share_memory(self) -> None:

@@ -16,13 +16,12 @@ from gymnasium import spaces
 from stable_baselines3 import DQN
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import LinearSchedule, obs_as_tensor, polyak_update
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch.nn import functional as F
 
-from sb3_async.common.base import AsyncAlgorithm
+from sb3_async.common.base import DEFAULT_RMS_PROP_EPS, AsyncAlgorithm
 from sb3_async.common.interval import SharedInterval
 from sb3_async.common.local_copy import LocalCopy
 from sb3_async.common.pool import WorkerContext
@@ -137,7 +136,7 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         exploration_steps: int = 1_000_000,
         loss: str = "huber",
         max_grad_norm: float = 10.0,
-        rms_prop_eps: float = 1e-5,
+        rms_prop_eps: float = DEFAULT_RMS_PROP_EPS,
         use_rms_prop: bool = True,
         n_workers: int | None = None,
         stats_window_size: int = 100,
@@ -166,10 +165,8 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         if seed is not None:
             check_int("seed", seed, minimum=0)
         device = self._init_async(n_workers, device, policy_kwargs)
+        # A copy: the optimizer's defaults are written into it.
         policy_kwargs = dict(policy_kwargs or {})
-        if use_rms_prop and "optimizer_class" not in policy_kwargs:
-            policy_kwargs["optimizer_class"] = RMSpropTFLike
-            policy_kwargs["optimizer_kwargs"] = dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0)
         super().__init__(
             policy,
             env,
@@ -202,7 +199,7 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         self.worker_final_eps: list[float] = []
         #: Number of target network updates so far.
         self.n_target_updates = 0
-        self._check_optimizer()
+        self._set_optimizer(use_rms_prop, rms_prop_eps)
         if _init_setup_model:
             self._setup_model()
 
