@@ -97,9 +97,9 @@ _CTRL_C_SCRIPT = textwrap.dedent(
 )
 
 
-def test_ctrl_c_stops_cleanly():
-    # A new session stands for the terminal: Ctrl-C signals its whole process group.
-    process = subprocess.Popen(
+def _start_long_training() -> subprocess.Popen:
+    """A long training run in a process of its own, in a new session (which stands for a terminal)."""
+    return subprocess.Popen(
         [sys.executable, "-c", _CTRL_C_SCRIPT],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -107,6 +107,11 @@ def test_ctrl_c_stops_cleanly():
         start_new_session=True,
         cwd=os.path.dirname(os.path.dirname(__file__)),
     )
+
+
+def test_ctrl_c_stops_cleanly():
+    # Ctrl-C signals the terminal's whole process group.
+    process = _start_long_training()
     try:
         assert process.stdout.readline().strip() == "training"
         time.sleep(1.0)
@@ -123,14 +128,7 @@ def test_ctrl_c_stops_cleanly():
 
 
 def test_orphaned_workers_exit_when_the_main_process_is_killed():
-    process = subprocess.Popen(
-        [sys.executable, "-c", _CTRL_C_SCRIPT],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        cwd=os.path.dirname(os.path.dirname(__file__)),
-    )
+    process = _start_long_training()
     try:
         assert process.stdout.readline().strip() == "training"
         workers = live_children(process.pid)

@@ -113,19 +113,20 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
         check_float("gae_lambda", gae_lambda, 0.0, 1.0)
         check_float("ent_coef", ent_coef, 0.0)
         check_float("vf_coef", vf_coef, 0.0)
-        check_float("max_grad_norm", max_grad_norm, 0.0, low_open=True)
-        check_float("rms_prop_eps", rms_prop_eps, 0.0)
-        check_bool("use_rms_prop", use_rms_prop)
         check_bool("normalize_advantage", normalize_advantage)
         check_bool("use_sde", use_sde)
         check_int("sde_sample_freq", sde_sample_freq)
-        check_int("stats_window_size", stats_window_size, minimum=1)
-        check_int("verbose", verbose, minimum=0)
-        if seed is not None:
-            check_int("seed", seed, minimum=0)
-        device = self._init_async(n_workers, device, policy_kwargs)
-        # A copy: the optimizer's defaults are written into it.
-        policy_kwargs = dict(policy_kwargs or {})
+        device, policy_kwargs = self._init_async(
+            n_workers=n_workers,
+            device=device,
+            policy_kwargs=policy_kwargs,
+            max_grad_norm=max_grad_norm,
+            rms_prop_eps=rms_prop_eps,
+            use_rms_prop=use_rms_prop,
+            stats_window_size=stats_window_size,
+            verbose=verbose,
+            seed=seed,
+        )
         super().__init__(
             policy,
             env,

@@ -28,7 +28,7 @@ from sb3_async.common.local_copy import LocalCopy
 from sb3_async.common.optim import check_optimizer_class, share_optimizer_state
 from sb3_async.common.pool import WorkerContext, WorkerPool
 from sb3_async.common.reporting import ReportAggregator, WorkerReporter
-from sb3_async.common.validation import check_bool, check_int
+from sb3_async.common.validation import check_bool, check_float, check_int
 from sb3_async.common.vec_normalize import shared_normalization
 
 __all__ = ["DEFAULT_RMS_PROP_EPS", "AsyncAlgorithm", "default_n_workers"]
@@ -67,18 +67,38 @@ class AsyncAlgorithm:
 
     # --- construction -------------------------------------------------------------------
 
-    def _init_async(self, n_workers: int | None, device: th.device | str, policy_kwargs: dict[str, Any] | None) -> str:
-        """Check the arguments common to all asynchronous algorithms; return the device to use."""
+    def _init_async(
+        self,
+        *,
+        n_workers: int | None,
+        device: th.device | str,
+        policy_kwargs: dict[str, Any] | None,
+        max_grad_norm: float,
+        rms_prop_eps: float,
+        use_rms_prop: bool,
+        stats_window_size: int,
+        verbose: int,
+        seed: int | None,
+    ) -> tuple[str, dict[str, Any]]:
+        """
+        Check the arguments every asynchronous algorithm has; return the device to use and a
+        copy of ``policy_kwargs`` (the optimizer's defaults are written into it later).
+        """
         self.n_workers = default_n_workers() if n_workers is None else check_int("n_workers", n_workers, minimum=1)
         self._n_learn_calls = 0
         if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
             raise TypeError(f"policy_kwargs must be a dict or None, got {type(policy_kwargs).__name__}")
-        if device == "auto":
-            return "cpu"
+        check_float("max_grad_norm", max_grad_norm, 0.0, low_open=True)
+        check_float("rms_prop_eps", rms_prop_eps, 0.0)
+        check_bool("use_rms_prop", use_rms_prop)
+        check_int("stats_window_size", stats_window_size, minimum=1)
+        check_int("verbose", verbose, minimum=0)
+        if seed is not None:
+            check_int("seed", seed, minimum=0)
         # th.device, not SB3's get_device: that one turns "cuda" into "cpu" when no GPU is present.
-        if th.device(device).type != "cpu":
+        if device != "auto" and th.device(device).type != "cpu":
             raise ValueError(f"device={device!r}: asynchronous workers share parameters in CPU memory; use 'cpu' or 'auto'")
-        return "cpu"
+        return "cpu", dict(policy_kwargs or {})
 
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:

@@ -26,7 +26,7 @@ from sb3_async.common.interval import SharedInterval
 from sb3_async.common.local_copy import LocalCopy
 from sb3_async.common.pool import WorkerContext
 from sb3_async.common.reporting import WorkerReporter
-from sb3_async.common.validation import check_bool, check_float, check_int, check_learning_rate
+from sb3_async.common.validation import check_float, check_int, check_learning_rate
 from sb3_async.q_learning.policies import PaperCnnPolicy
 
 __all__ = ["AsyncQLearning"]
@@ -157,16 +157,17 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         check_int("exploration_steps", exploration_steps, minimum=0)
         if loss not in _LOSSES:
             raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {loss!r}")
-        check_float("max_grad_norm", max_grad_norm, 0.0, low_open=True)
-        check_float("rms_prop_eps", rms_prop_eps, 0.0)
-        check_bool("use_rms_prop", use_rms_prop)
-        check_int("stats_window_size", stats_window_size, minimum=1)
-        check_int("verbose", verbose, minimum=0)
-        if seed is not None:
-            check_int("seed", seed, minimum=0)
-        device = self._init_async(n_workers, device, policy_kwargs)
-        # A copy: the optimizer's defaults are written into it.
-        policy_kwargs = dict(policy_kwargs or {})
+        device, policy_kwargs = self._init_async(
+            n_workers=n_workers,
+            device=device,
+            policy_kwargs=policy_kwargs,
+            max_grad_norm=max_grad_norm,
+            rms_prop_eps=rms_prop_eps,
+            use_rms_prop=use_rms_prop,
+            stats_window_size=stats_window_size,
+            verbose=verbose,
+            seed=seed,
+        )
         super().__init__(
             policy,
             env,
