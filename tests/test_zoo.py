@@ -145,3 +145,10 @@ def test_launcher_usage():
     result = subprocess.run([sys.executable, "-m", "sb3_async.zoo"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "a3c, async_nstep_q, async_onestep_q, async_onestep_sarsa" in result.stdout
+
+
+def test_record_video(tmp_path):
+    _zoo("train", "--algo", "async_onestep_q", "--env", "CartPole-v1", "-n", "1000", "-f", "logs", cwd=tmp_path)
+    args = ["record_video", "--algo", "async_onestep_q", "--env", "CartPole-v1", "-f", "logs", "-n", "100", "-o", "videos"]
+    _zoo(*args, cwd=tmp_path)
+    assert list((tmp_path / "videos").glob("*.mp4"))
