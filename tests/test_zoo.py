@@ -139,6 +139,12 @@ def test_plots_read_our_algorithm_names(tmp_path):
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "results.pkl").is_file()
+    # plot_train reads the training Monitor files, which every worker appends to.
+    command = [sys.executable, "-m", "sb3_async.zoo", "plot_train", "-a", "a3c", "-e", "CartPole-v1", "-f", "logs"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    monitor = (tmp_path / "logs" / "a3c" / "CartPole-v1_1" / "0.monitor.csv").read_text().splitlines()
+    assert len(monitor) > 10 and all(line.count(",") == 2 for line in monitor[2:]), "one whole row per episode"
 
 
 def test_launcher_usage():
