@@ -5,8 +5,8 @@ Three sections, each measurement in a fresh process:
 - throughput: steps per second of A2C, A3C with A2C's settings and our four algorithms with their
   shipped zoo entries, on PongNoFrameskip-v4 and CartPole-v1, with the machine's ceiling for each;
 - scaling: steps per second of our algorithms with 1, 2, 4, ... workers, beside the paper's Table 2;
-- learning: evaluation reward against seconds and steps, several seeds, on CartPole-v1 (a3c,
-  async_nstep_q, a2c, dqn; steps and seconds to 475) and PongNoFrameskip-v4 (a3c, a2c; a
+- learning: evaluation reward against seconds and steps, several seeds, on CartPole-v1 (our four
+  algorithms, a2c and dqn; steps and seconds to 475) and PongNoFrameskip-v4 (a3c, a2c; a
   wall-clock budget per run).
 
 The report (``OUT/benchmarks.md``), its plots and the raw results (``OUT/benchmarks/``) are
@@ -88,8 +88,8 @@ def make_plan(quick: bool, repeats: int, seeds: int, pong_minutes: float) -> Pla
         # DQN's zoo entry trains 128 gradient steps every 256 steps after 1,000: a few seconds at 1,500.
         cartpole = LearningPlan(
             CARTPOLE,
-            timesteps={"a3c": 3_000, "async_nstep_q": 3_000, "a2c": 3_000, "dqn": 1_500},
-            snapshot_every={"a3c": 1_000, "async_nstep_q": 1_000, "a2c": 1_000, "dqn": 500},
+            timesteps={**dict.fromkeys(OURS, 3_000), "a2c": 3_000, "dqn": 1_500},
+            snapshot_every={**dict.fromkeys(OURS, 1_000), "a2c": 1_000, "dqn": 500},
             eval_episodes=2,
             threshold=475,
         )
@@ -109,8 +109,15 @@ def make_plan(quick: bool, repeats: int, seeds: int, pong_minutes: float) -> Pla
     # except A2C's 500k, cut to A3C's 300k (its entry has no schedule).
     cartpole = LearningPlan(
         CARTPOLE,
-        timesteps={"a3c": 300_000, "async_nstep_q": 500_000, "a2c": 300_000, "dqn": 50_000},
-        snapshot_every={"a3c": 10_000, "async_nstep_q": 10_000, "a2c": 10_000, "dqn": 2_500},
+        timesteps={
+            "a3c": 300_000,
+            "async_nstep_q": 500_000,
+            "async_onestep_q": 500_000,
+            "async_onestep_sarsa": 500_000,
+            "a2c": 300_000,
+            "dqn": 50_000,
+        },
+        snapshot_every={**dict.fromkeys(OURS, 10_000), "a2c": 10_000, "dqn": 2_500},
         eval_episodes=10,
         threshold=475,
     )

@@ -46,7 +46,8 @@ def test_quick_run_writes_every_section_plot_and_the_raw_results(tmp_path):
         for entry in env["configs"].values():
             assert entry["summary"]["median"] > 0
             assert entry["ceiling"]["ceiling_steps_per_s"] > 0
-    assert set(results["learning"]["CartPole-v1"]["algos"]) == {"a3c", "async_nstep_q", "a2c", "dqn"}
+    ours = {"a3c", "async_nstep_q", "async_onestep_q", "async_onestep_sarsa"}
+    assert set(results["learning"]["CartPole-v1"]["algos"]) == ours | {"a2c", "dqn"}
 
     # Progress: a line per finished measurement, as it happens.
     assert "throughput CartPole-v1 a2c [1/1]: " in done.stdout
