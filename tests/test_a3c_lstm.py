@@ -190,7 +190,10 @@ def test_multi_input_lstm_policy():
 
 @pytest.mark.slow
 def test_lstm_learns_a_memory_task_that_feed_forward_cannot():
-    """Measured (3 seeds, 2 workers): the LSTM reaches 0.9 in about 100k-150k steps; feed-forward stays at 0.5."""
+    """
+    Measured with ``python -m benchmarks.memory --seeds 0 1 2`` (2 workers): the LSTM holds 0.9 from
+    160k-220k steps (17-25 s); feed-forward never passes 0.59 in 300k steps.
+    """
     from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
 
     def env(n: int, seed: int):
