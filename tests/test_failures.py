@@ -1,6 +1,7 @@
 """Failures in workers reach the user; nothing is left running afterwards."""
 
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -125,6 +126,21 @@ def test_ctrl_c_stops_cleanly():
     # Nothing of the process group is left (the workers were in it).
     with pytest.raises(ProcessLookupError):
         os.killpg(process.pid, 0)
+
+
+def test_ctrl_c_while_reading_the_queue_is_held_back_not_lost():
+    """Ctrl-C inside the pool's queue read is raised once the read is over, also if it ended in Empty."""
+    from sb3_async.common.pool import _sigint_deferred
+
+    finished_read = False
+    with pytest.raises(KeyboardInterrupt):
+        with _sigint_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a pending handler would run here if it were not held back
+            finished_read = True
+            raise queue.Empty
+    assert finished_read
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_orphaned_workers_exit_when_the_main_process_is_killed():

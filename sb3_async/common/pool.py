@@ -10,9 +10,11 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -106,6 +108,31 @@ def _worker_entry(target: Callable[[WorkerContext], None], context: WorkerContex
         context._outbox.join_thread()
         sys.exit(1)
     context.send("done")
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """
+    Hold back Ctrl-C until the block is left. A ``KeyboardInterrupt`` raised inside
+    ``Queue.get`` between reading a message's length and its body would leave the queue's
+    pipe out of step, and the clean-up that follows would wait for ever on it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        # Here, not after the block: the block often ends with queue.Empty, and the
+        # interrupt must replace it.
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
 
 
 class WorkerPool:
@@ -209,7 +236,8 @@ class WorkerPool:
         block = timeout > 0
         while True:
             try:
-                message = self._queue.get(block, timeout) if block else self._queue.get_nowait()
+                with _sigint_deferred():
+                    message = self._queue.get(block, timeout) if block else self._queue.get_nowait()
             except queue.Empty:
                 return messages
             block = False
