@@ -127,7 +127,7 @@ def make_plan(quick: bool, repeats: int, seeds: int, pong_minutes: float) -> Pla
         throughput_steps={PONG: (20_000, 2_000), CARTPOLE: (50_000, 5_000)},
         throughput_configs={PONG: THROUGHPUT_CONFIGS, CARTPOLE: THROUGHPUT_CONFIGS},
         ceiling_block_seconds=0.5,
-        ceiling_blocks=5,
+        ceiling_blocks=3,
         scaling_steps={PONG: (10_000, 1_000), CARTPOLE: (50_000, 5_000)},
         scaling_counts=scaling.worker_counts(cores),
         learning=[cartpole, pong],
@@ -158,20 +158,39 @@ class Progress:
         return report
 
 
+def _in_repeat(
+    report: Callable[[throughput.Job, int, int, dict[str, Any], float], None], repeat: int, repeats: int
+) -> Callable[[throughput.Job, int, int, dict[str, Any], float], None]:
+    """``report`` for a run of :func:`throughput.run` that is repeat ``repeat`` of ``repeats``."""
+    return lambda job, _repeat, _repeats, result, seconds: report(job, repeat, repeats, result, seconds)
+
+
 def run_throughput(plan: Plan, progress: Progress) -> dict[str, Any]:
     """Throughput runs and the ceiling of each configuration, per environment."""
     section: dict[str, Any] = {}
     for env_id, (steps, warmup) in plan.throughput_steps.items():
         keys = plan.throughput_configs[env_id]
-        results = throughput.run(
-            [(key, None) for key in keys], env_id, steps, warmup, plan.repeats, progress.reporter("throughput")
-        )
-        start = time.perf_counter()
+        jobs: list[throughput.Job] = [(key, None) for key in keys]
+        results: dict[throughput.Job, list[dict[str, Any]]] = {job: [] for job in jobs}
         # The thread setting does not change the work: a2c_1thread has A2C's ceiling.
         ceiling_keys = [key for key in keys if CONFIGS[key].torch_threads is None]
-        ceilings = ceiling.run_fresh(ceiling_keys, env_id, plan.ceiling_block_seconds, plan.ceiling_blocks)
-        summary = ", ".join(f"{key} {c['ceiling_steps_per_s']:.0f}" for key, c in ceilings.items())
-        progress.done(f"ceiling {env_id}", f"steps/s {summary}", time.perf_counter() - start)
+        ceiling_runs: dict[str, list[dict[str, Any]]] = {key: [] for key in ceiling_keys}
+        # The ceiling is measured in every repeat, after the training runs: on a shared machine
+        # the speed of the cores drifts, and the ratio must compare like with like.
+        for repeat in range(plan.repeats):
+            one = throughput.run(
+                jobs, env_id, steps, warmup, 1, _in_repeat(progress.reporter("throughput"), repeat, plan.repeats)
+            )
+            for job, runs in one.items():
+                results[job] += runs
+            start = time.perf_counter()
+            for key, result in ceiling.run_fresh(
+                ceiling_keys, env_id, plan.ceiling_block_seconds, plan.ceiling_blocks
+            ).items():
+                ceiling_runs[key].append(result)
+            summary = ", ".join(f"{key} {runs[-1]['ceiling_steps_per_s']:.0f}" for key, runs in ceiling_runs.items())
+            progress.done(f"ceiling {env_id} [{repeat + 1}/{plan.repeats}]", f"steps/s {summary}", time.perf_counter() - start)
+        ceilings = {key: ceiling.median_of(runs) for key, runs in ceiling_runs.items()}
 
         configs: dict[str, Any] = {}
         for (key, _), runs in results.items():

@@ -153,22 +153,31 @@ def throughput_section(section: dict[str, Any]) -> str:
         HEADERS["ceiling"],
         "",
         "The ceiling is the rate these cores would reach if they did nothing but the configuration's "
-        "own work, perfectly in parallel. In one process with one torch thread, on the configuration's "
-        "own model and VecEnv, we time (a) one VecEnv step with random actions, per environment step, "
-        "(b) the policy's forward pass without gradient on the `n_envs` observations of one step, and "
-        "(c) one update: the forward pass with gradient on `n_steps x n_envs` samples, backward pass, "
-        "gradient clipping and the model's own optimizer step, with its loss (A2C's for actor-critic "
-        "models; for the Q-networks a regression towards targets from the target network, evaluated on "
-        "the states the method bootstraps from). One environment step then costs "
-        "`(a) + (b)/n_envs + (c)/(n_steps x n_envs)` seconds of one core, and the ceiling is "
-        "`usable cores / that cost`. What the measured rate lacks to 100% is everything else: "
-        "Python and SB3 bookkeeping, rollout buffers, copying the shared parameters, inter-process "
-        "messages, waiting, or, for A2C, stepping environments in one process while the other cores idle.",
+        "own unavoidable work, perfectly in parallel. In a process with one torch thread, on the "
+        "configuration's own model and VecEnv, a loop does only that work, in the order training does "
+        "it: `n_steps` times the policy's forward pass without gradient on the `n_envs` observations "
+        "and one VecEnv step with random actions, then one update (the forward pass with gradient on "
+        "the `n_steps x n_envs` samples, backward pass, gradient clipping and the model's own optimizer "
+        "step, with its loss: A2C's for actor-critic models; for the Q-networks a regression towards "
+        "targets from the target network, evaluated on the states the method bootstraps from). No "
+        "rollout buffer, no returns, no callbacks, no parameter copies. The loop times (a) the VecEnv "
+        "step, per environment step, (b) the forward pass and (c) the update; one environment step "
+        "then costs `(a) + (b)/n_envs + (c)/(n_steps x n_envs)` seconds of one core. The loop runs in "
+        "one process per usable core, all started together, because cores that share caches, memory "
+        "bandwidth and a power budget are slower together than one alone; the ceiling is the sum over "
+        "the processes of `1 / cost`. The same loop in one process on an otherwise idle machine is "
+        "shown beside (*alone*): `cores / alone cost` is what the cores would allow if they did not "
+        "slow each other down. The ceiling is measured after the training runs of every repeat (the "
+        "speed of a shared machine drifts) and the median is shown. What the measured rate lacks to "
+        "100% is everything else: Python and SB3 bookkeeping, rollout buffers and returns, the "
+        "bootstrap value's forward pass at the end of each rollout, copying the shared parameters, "
+        "inter-process messages, waiting, or, for A2C, stepping environments in one process while "
+        "the other cores idle.",
         "",
     ]
     for env_id, env in section.items():
         header = ["configuration", "n_envs", "n_steps", "(a) env step µs", "(b) forward ms", "(c) update ms"]
-        header += ["cost per step µs", "ceiling steps/s", "measured % of ceiling"]
+        header += ["cost per step µs", "ceiling steps/s", "measured % of ceiling", "alone: cost µs", "cores / alone cost"]
         rows = []
         for entry in env["configs"].values():
             c = entry["ceiling"]
@@ -185,6 +194,8 @@ def throughput_section(section: dict[str, Any]) -> str:
                     f"{1e6 * c['cost_per_step_s']:.1f}",
                     _rate(c["ceiling_steps_per_s"]),
                     "-" if entry["percent_of_ceiling"] is None else f"{entry['percent_of_ceiling']:.0f}%",
+                    f"{1e6 * c['alone_cost_per_step_s']:.1f}",
+                    _rate(c["alone_ceiling_steps_per_s"]),
                 ]
             )
         cores = next((e["ceiling"]["cores"] for e in env["configs"].values() if e["ceiling"]), "?")
