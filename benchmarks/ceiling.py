@@ -30,7 +30,9 @@ import argparse
 import itertools
 import json
 import multiprocessing
+import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -205,6 +207,9 @@ def measure(
 
 
 def _measure_child(key: str, env_id: str, block_seconds: float, blocks: int, seed: int, barrier: Any, results: Any) -> None:
+    # The zoo prints its hyperparameters and ALE its banner, from Python and from C: silence both
+    # so that the benchmark's progress lines stay readable.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     args = (key, env_id, block_seconds, blocks, seed)
     # The first process times the costs alone while the others wait, idle, before building anything.
     if seed == 0:
