@@ -78,9 +78,13 @@ def test_failure_then_learn_again():
 
 _CTRL_C_SCRIPT = textwrap.dedent(
     """
+    import signal
     import sys
     from stable_baselines3.common.callbacks import BaseCallback
     from sb3_async import A3C
+
+    # A terminal's Ctrl-C, even when the tests run in the background (where SIGINT is ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     class Announce(BaseCallback):
         def _on_step(self):
@@ -133,14 +137,19 @@ def test_ctrl_c_while_reading_the_queue_is_held_back_not_lost():
     from sb3_async.common.pool import _sigint_deferred
 
     finished_read = False
-    with pytest.raises(KeyboardInterrupt):
-        with _sigint_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # a pending handler would run here if it were not held back
-            finished_read = True
-            raise queue.Empty
-    assert finished_read
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's default handler, also when the tests run in the background (where SIGINT is ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _sigint_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # a pending handler would run here if it were not held back
+                finished_read = True
+                raise queue.Empty
+        assert finished_read
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_orphaned_workers_exit_when_the_main_process_is_killed():
