@@ -19,6 +19,7 @@ written by the run; ``--quick`` runs the same pipeline with tiny budgets (its nu
 
 import argparse
 import datetime
+import functools
 import json
 import shlex
 import sys
@@ -158,11 +159,14 @@ class Progress:
         return report
 
 
-def _in_repeat(
-    report: Callable[[throughput.Job, int, int, dict[str, Any], float], None], repeat: int, repeats: int
-) -> Callable[[throughput.Job, int, int, dict[str, Any], float], None]:
-    """``report`` for a run of :func:`throughput.run` that is repeat ``repeat`` of ``repeats``."""
-    return lambda job, _repeat, _repeats, result, seconds: report(job, repeat, repeats, result, seconds)
+def _measure_ceilings(plan: Plan, progress: Progress, env_id: str, runs: dict[str, list[dict[str, Any]]], repeat: int) -> None:
+    """Measure the ceiling of every configuration in ``runs`` on ``env_id`` and append it there."""
+    start = time.perf_counter()
+    measured = ceiling.run_fresh(list(runs), env_id, plan.ceiling_block_seconds, plan.ceiling_blocks)
+    for key, result in measured.items():
+        runs[key].append(result)
+    summary = ", ".join(f"{key} {result['ceiling_steps_per_s']:.0f}" for key, result in measured.items())
+    progress.done(f"ceiling {env_id} [{repeat + 1}/{plan.repeats}]", f"steps/s {summary}", time.perf_counter() - start)
 
 
 def run_throughput(plan: Plan, progress: Progress) -> dict[str, Any]:
@@ -170,26 +174,20 @@ def run_throughput(plan: Plan, progress: Progress) -> dict[str, Any]:
     section: dict[str, Any] = {}
     for env_id, (steps, warmup) in plan.throughput_steps.items():
         keys = plan.throughput_configs[env_id]
-        jobs: list[throughput.Job] = [(key, None) for key in keys]
-        results: dict[throughput.Job, list[dict[str, Any]]] = {job: [] for job in jobs}
         # The thread setting does not change the work: a2c_1thread has A2C's ceiling.
         ceiling_keys = [key for key in keys if CONFIGS[key].torch_threads is None]
         ceiling_runs: dict[str, list[dict[str, Any]]] = {key: [] for key in ceiling_keys}
-        # The ceiling is measured in every repeat, after the training runs: on a shared machine
+        # The ceiling is measured in every repeat, after its training runs: on a shared machine
         # the speed of the cores drifts, and the ratio must compare like with like.
-        for repeat in range(plan.repeats):
-            one = throughput.run(
-                jobs, env_id, steps, warmup, 1, _in_repeat(progress.reporter("throughput"), repeat, plan.repeats)
-            )
-            for job, runs in one.items():
-                results[job] += runs
-            start = time.perf_counter()
-            for key, result in ceiling.run_fresh(
-                ceiling_keys, env_id, plan.ceiling_block_seconds, plan.ceiling_blocks
-            ).items():
-                ceiling_runs[key].append(result)
-            summary = ", ".join(f"{key} {runs[-1]['ceiling_steps_per_s']:.0f}" for key, runs in ceiling_runs.items())
-            progress.done(f"ceiling {env_id} [{repeat + 1}/{plan.repeats}]", f"steps/s {summary}", time.perf_counter() - start)
+        results = throughput.run(
+            [(key, None) for key in keys],
+            env_id,
+            steps,
+            warmup,
+            plan.repeats,
+            progress.reporter("throughput"),
+            after_repeat=functools.partial(_measure_ceilings, plan, progress, env_id, ceiling_runs),
+        )
         ceilings = {key: ceiling.median_of(runs) for key, runs in ceiling_runs.items()}
 
         configs: dict[str, Any] = {}

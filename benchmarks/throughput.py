@@ -101,8 +101,12 @@ def run(
     warmup: int,
     repeats: int,
     on_result: Callable[[Job, int, int, dict[str, Any], float], None] = _print_result,
+    after_repeat: Callable[[int], None] | None = None,
 ) -> dict[Job, list[dict[str, Any]]]:
-    """Every job once per repeat, alternating, each in a fresh process; ``on_result`` hears of each."""
+    """
+    Every job once per repeat, alternating, each in a fresh process; ``on_result`` hears of
+    each, and ``after_repeat(repeat)`` is called at the end of every repeat.
+    """
     results: dict[Job, list[dict[str, Any]]] = {job: [] for job in jobs}
     for repeat in range(repeats):
         for job in jobs:
@@ -110,6 +114,8 @@ def run(
             result = run_fresh(job[0], env_id, steps, warmup, job[1])
             results[job].append(result)
             on_result(job, repeat, repeats, result, time.perf_counter() - start)
+        if after_repeat is not None:
+            after_repeat(repeat)
     return results
 
 
