@@ -14,14 +14,12 @@ from stable_baselines3.common.vec_env import VecNormalize
 from sb3_async import A3C
 
 
-def _train_until(model, eval_env, threshold: float, budget: int, eval_freq: int, save_path=None) -> EvalCallback:
-    """Train until an evaluation over 10 episodes reaches ``threshold``; with ``save_path``, keep that model there."""
+def _train_until(model: A3C, eval_env, threshold: float, budget: int, eval_freq: int) -> EvalCallback:
     evaluation = EvalCallback(
         eval_env,
         callback_on_new_best=StopTrainingOnRewardThreshold(threshold),
         eval_freq=eval_freq,
         n_eval_episodes=10,
-        best_model_save_path=None if save_path is None else str(save_path),
         verbose=0,
     )
     model.learn(budget, callback=evaluation)
