@@ -19,6 +19,8 @@ __all__ = ["ALGOS", "config_path", "register"]
 #: zoo key -> algorithm class
 ALGOS = {
     "a3c": A3C,
+    # A3C with the LSTM entries (zoo_configs/a3c_lstm.yml), as rl_zoo3's ppo_lstm is RecurrentPPO.
+    "a3c_lstm": A3C,
     "async_nstep_q": AsyncNStepQ,
     "async_onestep_q": AsyncOneStepQ,
     "async_onestep_sarsa": AsyncOneStepSarsa,
@@ -46,8 +48,9 @@ def register() -> None:
 
     # In place: every zoo module imported these dicts by name.
     utils.ALGOS.update(ALGOS)
-    hyperparams_opt.HYPERPARAMS_SAMPLER["a3c"] = sample_a3c_params
-    hyperparams_opt.HYPERPARAMS_CONVERTER["a3c"] = convert_onpolicy_params
+    for algo in ("a3c", "a3c_lstm"):
+        hyperparams_opt.HYPERPARAMS_SAMPLER[algo] = sample_a3c_params
+        hyperparams_opt.HYPERPARAMS_CONVERTER[algo] = convert_onpolicy_params
     for algo, argument in _ROLLOUT_ARGUMENT.items():
         hyperparams_opt.HYPERPARAMS_SAMPLER[algo] = functools.partial(sample_async_q_params, rollout_name=argument)
         hyperparams_opt.HYPERPARAMS_CONVERTER[algo] = functools.partial(convert_async_q_params, rollout_name=argument)
