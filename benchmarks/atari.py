@@ -1,0 +1,292 @@
+"""A long Atari training run that survives being stopped: checkpoints, resumes, and writes its curve.
+
+    python -m benchmarks.atari --algo a3c --env PongNoFrameskip-v4 --run-dir runs/pong_a3c \
+        --timesteps 10000000
+    python -m benchmarks.atari --run-dir runs/pong_a3c            # resume (or just report) it
+
+The model is built by rl_zoo3's ``ExperimentManager`` from our hyperparameter file (``-params``
+overrides entries, as the zoo's flag does), so it is exactly what ``python -m sb3_async.zoo
+train`` would train. Every finished training episode is appended to ``episodes.csv`` in the run
+folder (global step, training seconds, score: the game's raw score, as ``Monitor`` records it
+below ``AtariWrapper``); every ``--checkpoint-minutes`` the model is saved to ``checkpoint.zip``
+with the run's state in ``state.json``. Run the same command again (or with only ``--run-dir``)
+and it resumes from the last checkpoint: the learning-rate and exploration schedules follow the
+run's whole step budget, not the chunk. When the budget is spent, the final policy is evaluated
+and ``summary.json`` and ``curve.png`` (score against steps and against seconds) are written.
+
+A run that may be cut off (one command of the 16-core machine lasts 10 minutes) is started in the
+background, ``setsid nohup python -m benchmarks.atari ... &``, and polled with ``--report``.
+"""
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
+from benchmarks.configs import experiment
+from sb3_async.zoo import ALGOS
+
+__all__ = ["main", "parse_params", "read_episodes", "rolling_mean"]
+
+_STATE = "state.json"
+_EPISODES = "episodes.csv"
+_CHECKPOINT = "checkpoint.zip"
+# The zoo evaluates value-based agents greedily and the others' Atari agents stochastically.
+_GREEDY = {"async_nstep_q", "async_onestep_q", "async_onestep_sarsa"}
+
+
+class RunLog(BaseCallback):
+    """
+    Appends each finished episode to ``episodes.csv``; saves a checkpoint every ``checkpoint_seconds``
+    and stops training after ``stop_after_seconds`` (both in wall-clock seconds of this chunk).
+    """
+
+    def __init__(self, run_dir: Path, state: dict[str, Any], checkpoint_seconds: float, stop_after_seconds: float | None):
+        super().__init__()
+        self.run_dir = run_dir
+        self.state = state
+        self.checkpoint_seconds = checkpoint_seconds
+        self.stop_after_seconds = stop_after_seconds
+        self._file: Any = None
+        self._writer: Any = None
+
+    def _on_training_start(self) -> None:
+        self._start = time.monotonic()
+        self._seconds_before = self.state["seconds"]
+        self._last_checkpoint = self._start
+        new = not (self.run_dir / _EPISODES).exists()
+        self._file = open(self.run_dir / _EPISODES, "a", newline="")
+        self._writer = csv.writer(self._file)
+        if new:
+            self._writer.writerow(["steps", "seconds", "score", "length"])
+
+    def seconds(self) -> float:
+        """Training seconds of the whole run so far."""
+        return self._seconds_before + time.monotonic() - self._start
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            episode = info.get("episode")
+            if episode is not None:
+                self._writer.writerow([self.num_timesteps, round(self.seconds(), 2), episode["r"], episode["l"]])
+        now = time.monotonic()
+        if now - self._last_checkpoint >= self.checkpoint_seconds:
+            self._last_checkpoint = now
+            self.checkpoint()
+        return self.stop_after_seconds is None or now - self._start < self.stop_after_seconds
+
+    def checkpoint(self) -> None:
+        """Save the model and the run's state, each atomically (a kill mid-write keeps the previous one)."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.state.update(steps=int(self.model.num_timesteps), seconds=round(self.seconds(), 2))
+        self.model.save(self.run_dir / "checkpoint.tmp.zip")
+        os.replace(self.run_dir / "checkpoint.tmp.zip", self.run_dir / _CHECKPOINT)
+        _write_json(self.run_dir / _STATE, self.state)
+
+    def _on_training_end(self) -> None:
+        self.checkpoint()
+        self._file.close()
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def read_episodes(run_dir: Path) -> np.ndarray:
+    """The episodes of a run as rows ``(steps, seconds, score, length)``; rows after the last checkpoint are dropped."""
+    path = run_dir / _EPISODES
+    if not path.exists():
+        return np.zeros((0, 4))
+    state = json.loads((run_dir / _STATE).read_text())
+    with open(path) as f:
+        rows = [[float(x) for x in row] for row in csv.reader(f) if row and row[0] != "steps" and len(row) == 4]
+    episodes = np.array(rows).reshape(-1, 4)
+    return episodes[episodes[:, 0] <= state["steps"]]
+
+
+def _drop_rows_after_checkpoint(run_dir: Path, steps: int) -> None:
+    # Episodes logged after the checkpoint we resume from will be played again.
+    episodes = read_episodes(run_dir)
+    with open(run_dir / _EPISODES, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["steps", "seconds", "score", "length"])
+        for row in episodes[episodes[:, 0] <= steps]:
+            writer.writerow([int(row[0]), row[1], row[2], int(row[3])])
+
+
+def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last ``window`` values (fewer at the start) at each position."""
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(values) + 1), window)
+    return (sums[1:] - sums[np.arange(1, len(values) + 1) - counts]) / counts
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``key:value`` overrides read exactly as the zoo reads its ``-params``."""
+    from rl_zoo3.utils import StoreDict
+
+    namespace = argparse.Namespace()
+    StoreDict(["-params"], "params", nargs="+")(None, namespace, items)
+    return namespace.params
+
+
+def _manager(state: dict[str, Any], run_dir: Path) -> Any:
+    return experiment(
+        state["algo"], state["env"], state["seed"], state["timesteps"], str(run_dir / "zoo"), parse_params(state["params"])
+    )
+
+
+def train(run_dir: Path, state: dict[str, Any], minutes: float | None, checkpoint_minutes: float) -> None:
+    """Train (or resume) the run in ``run_dir`` until its budget is spent or ``minutes`` have passed."""
+    manager = _manager(state, run_dir)
+    # The zoo builds the model and its env exactly as `python -m sb3_async.zoo train` would.
+    model, _ = manager.setup_experiment()
+    checkpoint = run_dir / _CHECKPOINT
+    if checkpoint.exists():
+        model = ALGOS[state["algo"]].load(checkpoint, env=model.get_env(), device="cpu")
+        _drop_rows_after_checkpoint(run_dir, int(state["steps"]))
+        print(f"resumed at {model.num_timesteps} steps, {state['seconds']:.0f} s", flush=True)
+    else:
+        state["n_workers"] = getattr(model, "n_workers", 1)
+        state["hyperparams"] = {key: repr(value) for key, value in manager._hyperparams.items()}
+    remaining = state["timesteps"] - model.num_timesteps
+    if remaining > 0:
+        log = RunLog(run_dir, state, 60 * checkpoint_minutes, None if minutes is None else 60 * minutes)
+        model.learn(remaining, callback=CallbackList([log]), reset_num_timesteps=False, log_interval=None)
+    if model.num_timesteps >= state["timesteps"] and "final_eval" not in state:
+        state["final_eval"] = evaluate(manager, model, state)
+        _write_json(run_dir / _STATE, state)
+    model.env.close()
+
+
+def evaluate(manager: Any, model: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """The final policy over ``eval_episodes`` whole games, as the zoo evaluates Atari agents."""
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    n = state["eval_episodes"]
+    env = manager.create_envs(n, eval_env=True, no_log=True)
+    scores, _ = evaluate_policy(
+        model, env, n_eval_episodes=n, deterministic=state["algo"] in _GREEDY, return_episode_rewards=True
+    )
+    env.close()
+    return dict(mean=float(np.mean(scores)), std=float(np.std(scores)), scores=[float(s) for s in scores])
+
+
+def report(run_dir: Path, window: int = 100) -> dict[str, Any]:
+    """Summary of the run so far, written to ``summary.json``, with ``curve.png`` when matplotlib is there."""
+    state = json.loads((run_dir / _STATE).read_text())
+    episodes = read_episodes(run_dir)
+    summary: dict[str, Any] = {
+        key: state.get(key) for key in ("algo", "env", "seed", "params", "n_workers", "timesteps", "machine")
+    }
+    summary.update(steps=state["steps"], seconds=state["seconds"], episodes=len(episodes))
+    if len(episodes):
+        means = rolling_mean(episodes[:, 2], window)
+        summary[f"mean{window}_end"] = float(means[-1])
+        summary[f"best_mean{window}"] = float(means.max())
+        # The score at round step counts, for tables: mean of the last `window` episodes up to there.
+        marks = {}
+        for million in range(1, int(episodes[-1, 0] // 1_000_000) + 1):
+            upto = np.searchsorted(episodes[:, 0], million * 1_000_000, side="right")
+            if upto:
+                marks[f"{million}M"] = round(float(means[upto - 1]), 2)
+        summary[f"mean{window}_at"] = marks
+    if "final_eval" in state:
+        summary["final_eval"] = state["final_eval"]
+    _write_json(run_dir / "summary.json", summary)
+    if len(episodes):
+        _plot(run_dir, state, episodes, window)
+    return summary
+
+
+def _plot(run_dir: Path, state: dict[str, Any], episodes: np.ndarray, window: int) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    means = rolling_mean(episodes[:, 2], window)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, column, label in ((axes[0], 0, "environment steps (all workers)"), (axes[1], 1, "training seconds")):
+        scale = 1e6 if column == 0 else 3600.0
+        ax.plot(episodes[:, column] / scale, episodes[:, 2], ".", ms=2, alpha=0.3, color="gray", label="episode")
+        ax.plot(episodes[:, column] / scale, means, color="C0", label=f"mean of last {window}")
+        ax.set_xlabel(f"{label} ({'millions' if column == 0 else 'hours'})")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("score per game")
+    axes[0].legend(loc="lower right")
+    params = " ".join(state["params"])
+    fig.suptitle(f"{state['algo']} on {state['env']}, {state['n_workers']} workers, seed {state['seed']} {params}".strip())
+    fig.tight_layout()
+    fig.savefig(run_dir / "curve.png", dpi=90)
+    plt.close(fig)
+
+
+def _machine() -> str:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpus} CPUs ({model})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.atari", description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", required=True, type=Path, help="folder of the run (created, or resumed if it exists)")
+    parser.add_argument("--algo", choices=sorted(ALGOS), help="zoo key (new runs only)")
+    parser.add_argument("--env", default="PongNoFrameskip-v4", help="Atari env id (new runs only)")
+    parser.add_argument("--timesteps", type=float, default=1e7, help="step budget of the whole run (new runs only)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None, help="n_workers (default: the entry's, or usable CPUs)")
+    parser.add_argument("-params", nargs="*", default=[], help="entry overrides, as the zoo's -params key:value")
+    parser.add_argument("--eval-episodes", type=int, default=10, help="games for the final evaluation")
+    parser.add_argument("--minutes", type=float, default=None, help="stop this chunk after this many minutes")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--report", action="store_true", help="only write and print the summary so far")
+    args = parser.parse_args(argv)
+
+    run_dir: Path = args.run_dir
+    state_path = run_dir / _STATE
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+    elif args.report:
+        parser.error(f"{run_dir} holds no run")
+    else:
+        if args.algo is None:
+            parser.error("--algo is required for a new run")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        state = dict(
+            algo=args.algo,
+            env=args.env,
+            timesteps=int(args.timesteps),
+            seed=args.seed,
+            params=list(args.params) + ([f"n_workers:{args.workers}"] if args.workers else []),
+            eval_episodes=args.eval_episodes,
+            machine=_machine(),
+            steps=0,
+            seconds=0.0,
+        )
+        _write_json(state_path, state)
+    if not args.report:
+        train(run_dir, state, args.minutes, args.checkpoint_minutes)
+    print(json.dumps(report(run_dir)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
