@@ -134,14 +134,14 @@ def test_ctrl_c_stops_cleanly():
 
 def test_ctrl_c_while_reading_the_queue_is_held_back_not_lost():
     """Ctrl-C inside the pool's queue read is raised once the read is over, also if it ended in Empty."""
-    from sb3_async.common.pool import _sigint_deferred
+    from sb3_async.common.pool import deferred_signals
 
     finished_read = False
     # Python's default handler, also when the tests run in the background (where SIGINT is ignored).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
-            with _sigint_deferred():
+            with deferred_signals():
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.05)  # a pending handler would run here if it were not held back
                 finished_read = True

@@ -11,6 +11,7 @@ from stable_baselines3.common.envs import FakeImageEnv
 
 from sb3_async import AsyncNStepQ, AsyncOneStepQ, AsyncOneStepSarsa
 from sb3_async.common.local_copy import LocalCopy
+from sb3_async.q_learning.base import Rollout
 
 ALGOS = [AsyncNStepQ, AsyncOneStepQ, AsyncOneStepSarsa]
 
@@ -54,7 +55,8 @@ def test_target_update_copies_the_online_network():
 
 def test_workers_read_the_shared_target_network():
     model = _model(AsyncOneStepQ)
-    local = LocalCopy(model.policy, keep_shared=AsyncOneStepQ._keep_shared_modules)
+    assert [(c.source, c.target) for c in model._periodic_copies()] == [("q_net", "q_net_target")]
+    local = LocalCopy(model.policy, keep_shared=[c.target for c in model._periodic_copies()])
     assert local.module.q_net_target is model.policy.q_net_target
     assert local.module.q_net is not model.policy.q_net
     assert all(p.is_shared() for p in model.policy.q_net_target.parameters())
@@ -139,27 +141,60 @@ def test_cnn_policy_smoke(algo):
     assert all(not th.equal(a, b) for a, b in zip(before, model.q_net.parameters()))
 
 
+def _rollout(rewards, dones, terminated=None, n_actions=2, epsilon=0.0):
+    """A rollout of CartPole-shaped observations whose next observations encode (step, env) in their first entry."""
+    rewards = np.array(rewards, dtype=np.float32)
+    length, n_envs = rewards.shape
+    dones = np.array(dones)
+    terminated = dones.copy() if terminated is None else np.array(terminated)
+    observations = [np.zeros((n_envs, 4), dtype=np.float32) for _ in range(length)]
+    next_observations = [np.array([[t * n_envs + e, 0, 0, 0] for e in range(n_envs)], dtype=np.float32) for t in range(length)]
+    actions = np.zeros((length, n_envs), dtype=np.int64)
+    return Rollout(observations, actions, rewards, dones, terminated, next_observations, next_observations[-1], epsilon)
+
+
+class _TableQ(th.nn.Module):
+    """Q(s', ·) looked up by the row index stored in the observation's first entry."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = th.as_tensor(table, dtype=th.float32)
+
+    def forward(self, obs):
+        return self.table[obs[:, 0].long()]
+
+
 def test_n_step_returns():
     model = _model(AsyncNStepQ, gamma=0.5)
-    rewards = th.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
-    dones = th.tensor([[False, True], [False, False], [False, False]])
-    # Next-state values: the bootstrap of the last state is 8, the terminal state of env 1 is worth 0.
-    bootstrap = th.tensor([[0.0, 0.0], [0.0, 0.0], [8.0, 8.0]])
-    returns = model._returns(rewards, dones, bootstrap)
+    # Next-state values by flattened (step, env): the last states are worth 8; env 1 terminated at step 0.
+    model.q_net_target = _TableQ([[0, 0], [0, 0], [0, 0], [0, 0], [8, 1], [8, 2]])
+    rollout = _rollout([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]], [[False, True], [False, False], [False, False]])
     expected = th.tensor(
-        [[1 + 0.5 * (1 + 0.5 * (1 + 0.5 * 8)), 1.0], [1 + 0.5 * (1 + 0.5 * 8), 1 + 0.5 * (1 + 0.5 * 8)], [5.0, 5.0]]
+        [1 + 0.5 * (1 + 0.5 * (1 + 0.5 * 8)), 1.0, 1 + 0.5 * (1 + 0.5 * 8), 1 + 0.5 * (1 + 0.5 * 8), 5.0, 5.0]
     )
-    assert th.allclose(returns, expected)
+    assert th.allclose(model._targets(rollout), expected)
+    # A time-limit truncation bootstraps from the terminal observation's value (row 1: worth 3 here).
+    model.q_net_target = _TableQ([[0, 0], [3, 0], [0, 0], [0, 0], [8, 1], [8, 2]])
+    truncated = _rollout(
+        [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]], [[False, True], [False, False], [False, False]], np.zeros((3, 2), bool)
+    )
+    assert model._targets(truncated)[1] == pytest.approx(1 + 0.5 * 3)
 
 
 def test_one_step_targets_and_sarsa_next_action():
     q = _model(AsyncOneStepQ, gamma=0.5)
     sarsa = _model(AsyncOneStepSarsa, gamma=0.5)
-    next_q = th.tensor([[1.0, 3.0], [2.0, -1.0]])
-    assert th.equal(q._next_state_values(next_q, None), th.tensor([3.0, 2.0]))
-    assert th.equal(sarsa._next_state_values(next_q, th.tensor([0, 1])), th.tensor([1.0, -1.0]))
-    rewards = th.tensor([[1.0], [2.0]])
-    assert th.equal(q._returns(rewards, th.tensor([[False], [True]]), th.tensor([[4.0], [0.0]])), th.tensor([[3.0], [2.0]]))
+    table = _TableQ([[1.0, 3.0], [2.0, -1.0]])
+    q.q_net_target = sarsa.q_net_target = table
+    rollout = _rollout([[1.0], [2.0]], [[False], [True]])
+    # max_a' Q(s', a') = 3 after step 0; step 1 terminated: no bootstrap.
+    assert th.allclose(q._targets(rollout), th.tensor([1 + 0.5 * 3, 2.0]))
+    # Sarsa: the action taken next. After step 0 it is step 1's action (0): Q = 1.
+    rollout.actions[:] = [[1], [0]]
+    assert th.allclose(sarsa._targets(rollout), th.tensor([1 + 0.5 * 1.0, 2.0]))
+    # The action chosen for the rollout's last state is the one the next rollout starts with.
+    chosen = sarsa._chosen_actions
+    assert chosen is not None and np.array_equal(sarsa._first_actions(rollout.last_observations, 0.0), chosen)
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,8 @@ from sb3_async.a3c.buffers import WholeRecurrentDictRolloutBuffer, WholeRecurren
 from sb3_async.a3c.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy, PaperCnnLstmPolicy, PaperCnnPolicy
 from sb3_async.common.base import DEFAULT_RMS_PROP_EPS, AsyncAlgorithm
 from sb3_async.common.callbacks import WorkerRolloutCallback
-from sb3_async.common.local_copy import LocalCopy
-from sb3_async.common.pool import WorkerContext
-from sb3_async.common.reporting import WorkerReporter
 from sb3_async.common.validation import check_bool, check_float, check_int, check_learning_rate
+from sb3_async.common.worker import Worker
 
 
 class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
@@ -35,8 +33,14 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
     per worker), copy the shared parameters before every rollout of ``n_steps`` steps, compute
     the gradient of the A2C loss on that rollout and apply it to the shared parameters with an
     optimizer whose statistics are shared too, without locks. The loss of one update is that of
-    SB3's :class:`~stable_baselines3.A2C` (means over the rollout's ``n_steps * num_envs``
-    samples; the paper sums over the ``t_max`` steps, which only rescales the learning rate).
+    SB3's :class:`~stable_baselines3.A2C`: means over the rollout's ``n_steps * num_envs``
+    samples, where the paper sums over the ``t_max`` steps of one environment. RMSprop divides
+    most of that scale away, but not its epsilon: values tuned for the paper's sums (its 0.1)
+    swamp SB3's far smaller gradients and stall learning, so epsilons here are on A2C's scale.
+
+    The defaults are A2C's (an A2C user's arguments give A2C's update, applied asynchronously);
+    the paper's Atari values (entropy 0.01, annealed learning rate, its network) are in the
+    ``atari`` entry of ``zoo_configs/a3c.yml``.
 
     :param policy: The policy model to use: MlpPolicy, CnnPolicy, MultiInputPolicy, or the LSTM policies
         MlpLstmPolicy, CnnLstmPolicy, MultiInputLstmPolicy (the paper's A3C LSTM; see ``sb3_async.a3c.policies``);
@@ -49,13 +53,15 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
     :param gamma: Discount factor
     :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator.
         1.0 (the default) gives the paper's n-step returns
-    :param ent_coef: Entropy coefficient (the paper's beta)
+    :param ent_coef: Entropy coefficient (the paper's beta; 0.01 on Atari)
     :param vf_coef: Value function coefficient for the loss calculation
     :param max_grad_norm: The maximum norm of each worker's gradient (clipped before it is applied)
-    :param rms_prop_eps: RMSprop epsilon, added to the mean square inside the square root as in the paper
-    :param use_rms_prop: Whether to use the paper's RMSprop with shared statistics (default) or Adam
-        (ignored when ``policy_kwargs`` sets ``optimizer_class``)
-    :param n_workers: Number of worker processes (default: the number of usable CPUs)
+    :param rms_prop_eps: RMSprop epsilon, as A2C's: PyTorch's RMSprop adds it outside the square root
+    :param use_rms_prop: Whether to use RMSprop (A2C's: decay 0.99, statistics shared by all workers)
+        or Adam (ignored when ``policy_kwargs`` sets ``optimizer_class``)
+    :param n_workers: Number of workers (default: the number of usable CPUs)
+    :param backend: What runs the workers: ``"local"`` (processes on this machine sharing the model's
+        memory, Hogwild) or ``"ray"`` (Ray actors, on the machines of a Ray cluster; needs ``sb3-async[ray]``)
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
     :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
@@ -64,7 +70,8 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
     :param stats_window_size: Window size for the rollout logging, in episodes (all workers together)
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to be passed to the policy on creation; the optimizer is
-        chosen with ``optimizer_class`` and ``optimizer_kwargs`` (RMSpropTFLike, RMSprop, Adam, AdamW, SGD)
+        chosen with ``optimizer_class`` and ``optimizer_kwargs`` (RMSpropTFLike, RMSprop, Adam, AdamW, SGD);
+        SB3's ``RMSpropTFLike`` puts epsilon inside the square root, as the paper does
     :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
     :param seed: Seed for the pseudo random generators; each worker derives its own distinct seed from it
     :param device: Only the CPU is supported ("auto" means "cpu")
@@ -88,12 +95,13 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
         n_steps: int = 5,
         gamma: float = 0.99,
         gae_lambda: float = 1.0,
-        ent_coef: float = 0.01,
+        ent_coef: float = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
         rms_prop_eps: float = DEFAULT_RMS_PROP_EPS,
         use_rms_prop: bool = True,
         n_workers: int | None = None,
+        backend: str = "local",
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         rollout_buffer_class: type[RolloutBuffer] | None = None,
@@ -118,6 +126,7 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
         check_int("sde_sample_freq", sde_sample_freq)
         device, policy_kwargs = self._init_async(
             n_workers=n_workers,
+            backend=backend,
             device=device,
             policy_kwargs=policy_kwargs,
             max_grad_norm=max_grad_norm,
@@ -163,7 +172,8 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
         return issubclass(self.policy_class, RecurrentActorCriticPolicy)  # type: ignore[arg-type]
 
     def _setup_model(self) -> None:
-        super()._setup_model()
+        with self._optimizer_in_policy_kwargs():
+            super()._setup_model()
         if self.recurrent:
             self._setup_recurrent()
         # Create the optimizer statistics now, in shared memory, before any worker exists.
@@ -238,11 +248,14 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
         self.logger.record("train/policy_loss", policy_loss.item())
         self.logger.record("train/value_loss", value_loss.item())
 
-    def _worker_loop(self, context: WorkerContext, local: LocalCopy, reporter: WorkerReporter) -> None:
-        callback = WorkerRolloutCallback(context, local, reporter)
+    def _rollout_steps(self) -> int:
+        return self.n_steps * self.n_envs
+
+    def _worker_loop(self, worker: Worker) -> None:
+        callback = WorkerRolloutCallback(worker, self.n_steps)
         callback.init_callback(self)  # type: ignore[arg-type]
         assert self.env is not None
-        while self.collect_rollouts(self.env, callback, self.rollout_buffer, n_rollout_steps=self.n_steps):
-            self._current_progress_remaining = context.progress_remaining
+        while worker.reserve(self.n_envs) and self.collect_rollouts(self.env, callback, self.rollout_buffer, self.n_steps):
+            self._current_progress_remaining = worker.progress_remaining
             self.train()
-            reporter.add_update(self.logger)
+            worker.record_update(self.logger)

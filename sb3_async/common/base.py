@@ -10,34 +10,38 @@ shared model.
 """
 
 import os
+import signal
+import threading
 import warnings
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
-from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_async.common.backend import BACKENDS, WorkerGroup, make_worker_group
 from sb3_async.common.envs import check_worker_env, is_env_factory, rebuild_per_worker_envs
-from sb3_async.common.local_copy import LocalCopy
 from sb3_async.common.optim import check_optimizer_class, share_optimizer_state
-from sb3_async.common.pool import WorkerContext, WorkerPool
-from sb3_async.common.reporting import ReportAggregator, WorkerReporter
+from sb3_async.common.reporting import ReportAggregator
 from sb3_async.common.validation import check_bool, check_float, check_int
-from sb3_async.common.vec_normalize import shared_normalization
+from sb3_async.common.worker import PeriodicCopy, Worker
 
-__all__ = ["DEFAULT_RMS_PROP_EPS", "AsyncAlgorithm", "default_n_workers"]
+__all__ = ["DEFAULT_RMS_PROP_EPS", "MAX_WORKERS_PER_CPU", "AsyncAlgorithm", "check_local_workers", "default_n_workers"]
 
-#: RMSprop epsilon of every algorithm (A2C's; the paper used 0.1 on Atari, see zoo_configs/).
+#: RMSprop epsilon of every algorithm: A2C's (outside the square root, as PyTorch's RMSprop adds it).
 DEFAULT_RMS_PROP_EPS = 1e-5
 
 # Seconds the main process waits for worker messages between two looks at the step counter.
 _POLL_INTERVAL = 0.02
+#: The most local worker processes per usable CPU.
+MAX_WORKERS_PER_CPU = 8
 
 
 def default_n_workers() -> int:
@@ -46,6 +50,68 @@ def default_n_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def check_local_workers(n_workers: int) -> None:
+    """
+    Refuse more local workers than ``MAX_WORKERS_PER_CPU`` per usable CPU (each is a process with its
+    own copy of the model and the environment: thousands would exhaust memory long before they
+    ran), and warn when there are more workers than CPUs (they share the cores: no faster).
+    """
+    cpus = default_n_workers()
+    if n_workers > MAX_WORKERS_PER_CPU * cpus:
+        raise ValueError(
+            f"n_workers={n_workers} is more than {MAX_WORKERS_PER_CPU} worker processes per usable CPU ({cpus} CPUs): "
+            f"each worker is a process with its own model copy and environments. Use at most "
+            f"{MAX_WORKERS_PER_CPU * cpus}, ideally {cpus}; for more, spread the workers over machines (backend='ray')"
+        )
+    if n_workers > cpus:
+        warnings.warn(
+            f"n_workers={n_workers} is more than the {cpus} usable CPUs: the workers will share cores, "
+            "which costs time switching between them and does not step faster"
+        )
+
+
+_learning_models: set[int] = set()
+_learning_lock = threading.Lock()
+
+
+@contextmanager
+def _learning_guard(model: Any) -> Iterator[None]:
+    """One ``learn`` at a time per model: a second, from another thread, is an error, not a second set of workers."""
+    with _learning_lock:
+        if id(model) in _learning_models:
+            raise RuntimeError(
+                f"learn() is already running on this {type(model).__name__} (in another thread); "
+                "wait for it to return, or train a second model"
+            )
+        _learning_models.add(id(model))
+    try:
+        yield
+    finally:
+        with _learning_lock:
+            _learning_models.discard(id(model))
+
+
+@contextmanager
+def _sigterm_stops_training() -> Iterator[None]:
+    """
+    While training, SIGTERM (what a job scheduler sends) unwinds like Ctrl-C, as ``SystemExit(143)``,
+    so that every worker is stopped and reaped; afterwards the previous handler is back. Left alone
+    when the program installed a handler of its own, or outside the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class AsyncAlgorithm:
@@ -58,9 +124,6 @@ class AsyncAlgorithm:
     (observations, actions and rewards stay in the workers).
     """
 
-    #: Policy submodules that workers read from shared memory instead of copying.
-    _keep_shared_modules: ClassVar[tuple[str, ...]] = ()
-
     n_workers: int
     env: VecEnv | None
     policy: Any
@@ -71,6 +134,7 @@ class AsyncAlgorithm:
         self,
         *,
         n_workers: int | None,
+        backend: str,
         device: th.device | str,
         policy_kwargs: dict[str, Any] | None,
         max_grad_norm: float,
@@ -82,9 +146,14 @@ class AsyncAlgorithm:
     ) -> tuple[str, dict[str, Any]]:
         """
         Check the arguments every asynchronous algorithm has; return the device to use and a
-        copy of ``policy_kwargs`` (the optimizer's defaults are written into it later).
+        copy of ``policy_kwargs``.
         """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+        self.backend = backend
         self.n_workers = default_n_workers() if n_workers is None else check_int("n_workers", n_workers, minimum=1)
+        if backend == "local":
+            check_local_workers(self.n_workers)
         self._n_learn_calls = 0
         if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
             raise TypeError(f"policy_kwargs must be a dict or None, got {type(policy_kwargs).__name__}")
@@ -111,23 +180,42 @@ class AsyncAlgorithm:
 
     def _set_optimizer(self, use_rms_prop: bool, rms_prop_eps: float) -> None:
         """
-        The paper's RMSprop (eps inside the square root, decay 0.99) unless ``policy_kwargs``
-        names an optimizer or ``use_rms_prop`` is False (then SB3's default, Adam); checked to be
-        one whose statistics can be shared.
+        Record the optimizer choice: A2C's (PyTorch's RMSprop, decay 0.99, ``rms_prop_eps`` added
+        outside the square root) unless ``policy_kwargs`` names an optimizer or ``use_rms_prop``
+        is False (then SB3's default, Adam); checked to be one whose statistics can be shared.
+        The choice is kept out of ``policy_kwargs`` (unlike A2C), so that ``load(path,
+        policy_kwargs=...)`` compares them with the arguments the user gave.
         """
+        self.use_rms_prop = use_rms_prop
+        self.rms_prop_eps = rms_prop_eps
         kwargs = self.policy_kwargs  # type: ignore[attr-defined]
         if "optimizer_class" in kwargs:
             if not use_rms_prop or rms_prop_eps != DEFAULT_RMS_PROP_EPS:
                 warnings.warn(
                     "use_rms_prop and rms_prop_eps are not used: policy_kwargs['optimizer_class'] chooses the optimizer"
                 )
-        elif use_rms_prop:
-            kwargs["optimizer_class"] = RMSpropTFLike
-            kwargs["optimizer_kwargs"] = dict(alpha=0.99, eps=rms_prop_eps, weight_decay=0)
-        elif rms_prop_eps != DEFAULT_RMS_PROP_EPS:
+        elif not use_rms_prop and rms_prop_eps != DEFAULT_RMS_PROP_EPS:
             warnings.warn("rms_prop_eps is not used: use_rms_prop=False selects Adam")
-        # SB3 policies default to Adam when policy_kwargs names no optimizer.
-        check_optimizer_class(kwargs.get("optimizer_class", th.optim.Adam), kwargs.get("optimizer_kwargs"))
+        optimizer = self._optimizer_policy_kwargs()
+        check_optimizer_class(optimizer.get("optimizer_class", th.optim.Adam), optimizer.get("optimizer_kwargs"))
+
+    def _optimizer_policy_kwargs(self) -> dict[str, Any]:
+        """``optimizer_class`` and ``optimizer_kwargs`` to build the policy with."""
+        kwargs = self.policy_kwargs  # type: ignore[attr-defined]
+        if "optimizer_class" in kwargs or not self.use_rms_prop:
+            # SB3 policies default to Adam when policy_kwargs names no optimizer.
+            return {key: kwargs[key] for key in ("optimizer_class", "optimizer_kwargs") if key in kwargs}
+        return dict(optimizer_class=th.optim.RMSprop, optimizer_kwargs=dict(alpha=0.99, eps=self.rms_prop_eps, weight_decay=0))
+
+    @contextmanager
+    def _optimizer_in_policy_kwargs(self) -> Iterator[None]:
+        """Within the block, ``policy_kwargs`` holds the optimizer, for the base class to build the policy with."""
+        given = self.policy_kwargs  # type: ignore[attr-defined]
+        self.policy_kwargs = {**given, **self._optimizer_policy_kwargs()}
+        try:
+            yield
+        finally:
+            self.policy_kwargs = given
 
     def _share_memory(self) -> None:
         """Put the policy's parameters and its optimizer's statistics in shared memory (idempotent)."""
@@ -167,12 +255,13 @@ class AsyncAlgorithm:
         if self.env is None:
             raise ValueError("env is None: set an environment with set_env(env) before calling learn()")
 
-        total_timesteps, callback = self._setup_learn(  # type: ignore[attr-defined]
-            total_timesteps, callback, reset_num_timesteps, tb_log_name or type(self).__name__, progress_bar
-        )
-        callback.on_training_start(locals(), globals())
-        self._run_workers(callback, total_timesteps, log_interval)
-        callback.on_training_end()
+        with _learning_guard(self), _sigterm_stops_training():
+            total_timesteps, callback = self._setup_learn(  # type: ignore[attr-defined]
+                total_timesteps, callback, reset_num_timesteps, tb_log_name or type(self).__name__, progress_bar
+            )
+            callback.on_training_start(locals(), globals())
+            self._run_workers(callback, total_timesteps, log_interval)
+            callback.on_training_end()
         return self
 
     def _worker_seeds(self) -> list[int]:
@@ -188,46 +277,59 @@ class AsyncAlgorithm:
         if self.verbose >= 2:  # type: ignore[attr-defined]
             print(f"Starting {self.n_workers} workers with seeds {seeds}")
         self._prepare_workers(seeds, self.num_timesteps)  # type: ignore[has-type]
+        # Workers may run ahead of the callbacks by about one rollout each.
+        slack = self.n_workers * self._rollout_steps()
         torch_threads = th.get_num_threads()
         # The workers use the cores; evaluation in the main process must not fight them.
         th.set_num_threads(1)
+        group = None
         try:
-            pool = WorkerPool(self._worker_main, seeds, self.num_timesteps, total_timesteps)  # type: ignore[has-type]
-            with shared_normalization(self.env), pool:
-                self._supervise(pool, callback, log_interval)
-            self.num_timesteps = max(self.num_timesteps, pool.global_steps)
+            group = make_worker_group(self.backend, self, seeds, self.num_timesteps, total_timesteps, slack)  # type: ignore[has-type]
+            with group:
+                self._supervise(group, callback, log_interval)
+            self.num_timesteps = max(self.num_timesteps, group.global_steps)
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)  # type: ignore[attr-defined]
         finally:
             th.set_num_threads(torch_threads)
-            self._workers_done()
+            self._workers_done({} if group is None else group.copies_done)
 
-    def _supervise(self, pool: WorkerPool, callback: BaseCallback, log_interval: int | None) -> None:
+    def _supervise(self, group: WorkerGroup, callback: BaseCallback, log_interval: int | None) -> None:
         """Until the workers finish or a callback stops them: merge reports, drive callbacks, log."""
         reports = ReportAggregator()
         updates_at_start = self._n_updates  # type: ignore[has-type]
         next_dump = log_interval
         while True:
-            for _, _, report in pool.poll(timeout=_POLL_INTERVAL):
+            for report in group.poll(timeout=_POLL_INTERVAL):
                 reports.add(report, self.ep_info_buffer, self.ep_success_buffer)  # type: ignore[attr-defined]
                 self._episode_num += len(report["episodes"])  # type: ignore[has-type]
             self._n_updates = updates_at_start + reports.n_updates
-            if not self._step_callbacks(callback, pool.global_steps, reports):
+            if not self._step_callbacks(callback, group.global_steps, reports):
+                group.request_stop()
                 return
+            group.allow_up_to(self.num_timesteps)  # type: ignore[has-type]
             if log_interval is not None and next_dump is not None and reports.n_updates >= next_dump:
                 next_dump = (reports.n_updates // log_interval + 1) * log_interval
                 reports.record_stats(self.logger)  # type: ignore[attr-defined]
                 self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")  # type: ignore[attr-defined]
-                self._dump_logs(reports.n_updates)
-            if pool.finished:
+                self._dump_logs(reports.n_updates, group.copies_done)
+            if group.finished:
                 return
 
-    def _prepare_workers(self, seeds: list[int], base_timesteps: int) -> None:
-        """Hook: runs in the main process just before the workers are forked."""
+    def _rollout_steps(self) -> int:
+        """Environment steps of all ``n_envs`` environments in one worker's rollout."""
+        raise NotImplementedError
 
-    def _workers_done(self) -> None:
+    def _periodic_copies(self) -> list[PeriodicCopy]:
+        """Modules of the policy copied from others at intervals of ``T`` (target networks); none by default."""
+        return []
+
+    def _prepare_workers(self, seeds: list[int], base_timesteps: int) -> None:
+        """Hook: runs in the main process just before the workers start."""
+
+    def _workers_done(self, copies_done: dict[str, int]) -> None:
         """Hook: runs in the main process once every worker is gone (also after a failure)."""
 
-    def _dump_logs(self, iteration: int) -> None:
+    def _dump_logs(self, iteration: int, copies_done: dict[str, int]) -> None:
         self.dump_logs(iteration)  # type: ignore[attr-defined]
 
     def _step_callbacks(self, callback: BaseCallback, global_steps: int, reports: ReportAggregator) -> bool:
@@ -248,42 +350,37 @@ class AsyncAlgorithm:
 
     # --- worker process ------------------------------------------------------------------
 
-    def _worker_main(self, context: WorkerContext) -> None:
-        """Entry point of a worker (runs in the forked child, on the child's copy of ``self``)."""
+    def _run_worker(self, worker: Worker) -> None:
+        """
+        Runs in each worker, on the worker's own copy of the algorithm, whose ``policy`` the backend
+        already made the worker's local copy: seeds, the environment, then :meth:`_worker_loop`.
+        """
         # Argument validation in torch.distributions costs more than the small networks'
         # forward pass; the values are produced by the policy itself.
         th.distributions.Distribution.set_default_validate_args(False)
-        set_random_seed(context.seed)
-        self.action_space.seed(context.seed)  # type: ignore[attr-defined]
+        set_random_seed(worker.seed)
+        self.action_space.seed(worker.seed)  # type: ignore[attr-defined]
         assert self.env is not None
         self.env, own_envs = rebuild_per_worker_envs(self.env)
         try:
-            self._run_worker(context)
+            self.env.seed(worker.seed)
+            self._last_obs = self.env.reset()
+            self._last_episode_starts = np.ones((self.env.num_envs,), dtype=bool)
+            if self._vec_normalize_env is not None:  # type: ignore[attr-defined]
+                self._last_original_obs = self._vec_normalize_env.get_original_obs()  # type: ignore[attr-defined]
+            self._logger = Logger(folder=None, output_formats=[])
+            self._worker_loop(worker)
         finally:
             for env in own_envs:
                 env.close()
 
-    def _run_worker(self, context: WorkerContext) -> None:
-        assert self.env is not None
-        self.env.seed(context.seed)
-        self._last_obs = self.env.reset()
-        self._last_episode_starts = np.ones((self.env.num_envs,), dtype=bool)
-        if self._vec_normalize_env is not None:  # type: ignore[attr-defined]
-            self._last_original_obs = self._vec_normalize_env.get_original_obs()  # type: ignore[attr-defined]
-        self._logger = Logger(folder=None, output_formats=[])
-        local = LocalCopy(self.policy, keep_shared=self._keep_shared_modules)
-        self.policy = local.module
-        reporter = WorkerReporter(context)
-        self._worker_loop(context, local, reporter)
-        reporter.send()
-
-    def _worker_loop(self, context: WorkerContext, local: LocalCopy, reporter: WorkerReporter) -> None:
+    def _worker_loop(self, worker: Worker) -> None:
         """
-        The algorithm's actor-learner loop; runs in a worker until ``context.should_stop()``.
+        The algorithm's actor-learner loop; runs in a worker until ``worker.reserve`` says to stop.
 
-        ``self.policy`` is the worker's local copy (``local.module``); its ``optimizer`` applies
-        gradients to the shared parameters. Call ``local.pull()`` to refresh the local copy,
-        ``context.add_steps(n)`` for every environment step, ``reporter.add_step(infos, dones)``
-        after every step and ``reporter.add_update(self.logger)`` after every update.
+        ``self.policy`` is the worker's local copy θ'; its ``optimizer`` applies gradients to the
+        shared model. Call ``worker.pull()`` to refresh the local copy, ``worker.reserve(n)`` before
+        stepping ``n`` environments, ``worker.record_step(infos, dones)`` after every step and
+        ``worker.record_update(self.logger)`` after every update.
         """
         raise NotImplementedError

@@ -2,9 +2,7 @@
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_async.common.local_copy import LocalCopy
-from sb3_async.common.pool import WorkerContext
-from sb3_async.common.reporting import WorkerReporter
+from sb3_async.common.worker import Worker
 
 __all__ = ["WorkerRolloutCallback"]
 
@@ -12,21 +10,26 @@ __all__ = ["WorkerRolloutCallback"]
 class WorkerRolloutCallback(BaseCallback):
     """
     Handed to SB3's ``collect_rollouts`` inside a worker: refreshes the local parameters from
-    the shared ones at the start of every rollout (θ' = θ), adds every step to the global
-    counter ``T``, reports finished episodes, and ends the rollout (returning ``False``)
-    once ``T`` reaches the budget or the main process asks the workers to stop.
+    the shared ones at the start of every rollout (θ' = θ), reports finished episodes, and
+    reserves each next step of the rollout before SB3 takes it, ending the rollout (returning
+    ``False``) when the worker must stop. The caller reserves the rollout's first step.
+
+    :param worker: the worker
+    :param n_rollout_steps: steps per environment in a rollout
     """
 
-    def __init__(self, context: WorkerContext, local: LocalCopy, reporter: WorkerReporter) -> None:
+    def __init__(self, worker: Worker, n_rollout_steps: int) -> None:
         super().__init__()
-        self._context = context
-        self._local = local
-        self._reporter = reporter
+        self._worker = worker
+        self._n_rollout_steps = n_rollout_steps
 
     def _on_rollout_start(self) -> None:
-        self._local.pull()
+        self._worker.pull()
 
     def _on_step(self) -> bool:
-        self._context.add_steps(len(self.locals["dones"]))
-        self._reporter.add_step(self.locals["infos"], self.locals["dones"])
-        return not self._context.should_stop()
+        dones = self.locals["dones"]
+        self._worker.record_step(self.locals["infos"], dones)
+        # SB3 counts this step in `n_steps` after the callback: is another step of this rollout to come?
+        if self.locals["n_steps"] + 1 < self._n_rollout_steps:
+            return self._worker.reserve(len(dones))
+        return True

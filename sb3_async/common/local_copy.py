@@ -1,34 +1,43 @@
 """A worker's private copy of a shared module (the paper's thread-specific parameters θ').
 
 The worker computes gradients on its private copy and applies them to the shared parameters
-with the shared optimizer, without a lock (Hogwild).
+with the shared optimizer, without a lock (Hogwild). Buffers (BatchNorm's running statistics)
+change in the forward passes of training, not through gradients: what a worker's update changed
+in them is added to the shared buffers with the update.
 """
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
-from torch import nn
 
-__all__ = ["HogwildOptimizer", "LocalCopy"]
+__all__ = ["HogwildOptimizer", "LocalCopy", "NonFiniteGradientError"]
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """A worker's gradient holds NaN or infinity: the update is not applied."""
 
 
 class HogwildOptimizer:
     """
     Stands in for ``policy.optimizer`` inside a worker, so that SB3 training code written for
     one process (``optimizer.zero_grad()``, ``loss.backward()``, ``optimizer.step()``) trains
-    the shared model: gradients are computed on the local copy, ``step`` hands them to the
-    shared optimizer, which updates the shared parameters and its shared statistics.
+    the shared model: gradients are computed on the local copy, ``step`` checks that they are
+    finite, hands them to the shared optimizer, which updates the shared parameters and its
+    shared statistics, adds the update's change of the local buffers to the shared ones, then
+    calls ``after_step``.
 
     :param shared_optimizer: the optimizer over the shared parameters (statistics in shared memory)
-    :param pairs: ``(local_parameter, shared_parameter)`` for every parameter of the optimizer
+    :param local_copy: the worker's local copy, whose gradients and buffers are handed over
+    :param after_step: called after every update (the backend's periodic copies)
     """
 
-    def __init__(self, shared_optimizer: th.optim.Optimizer, pairs: list[tuple[nn.Parameter, nn.Parameter]]) -> None:
+    def __init__(self, shared_optimizer: th.optim.Optimizer, local_copy: "LocalCopy", after_step: Callable[[], None]) -> None:
         self.shared_optimizer = shared_optimizer
-        self._pairs = pairs
+        self._local_copy = local_copy
+        self._after_step = after_step
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -36,16 +45,20 @@ class HogwildOptimizer:
         return self.shared_optimizer.param_groups
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for local, _ in self._pairs:
+        for local, _, _ in self._local_copy.parameter_pairs:
             local.grad = None
 
     def step(self, closure: Any = None) -> None:
+        pairs = self._local_copy.parameter_pairs
+        self._local_copy.check_gradients()
         # Re-alias on every step: backward() made new gradient tensors on the local copy.
-        for local, shared in self._pairs:
+        for local, shared, _ in pairs:
             shared.grad = local.grad
         self.shared_optimizer.step()
-        for _, shared in self._pairs:
+        for _, shared, _ in pairs:
             shared.grad = None
+        self._local_copy.push_buffers()
+        self._after_step()
 
     def state_dict(self) -> dict[str, Any]:
         return self.shared_optimizer.state_dict()
@@ -57,12 +70,16 @@ class LocalCopy:
 
     :param shared: policy held in shared memory, with its optimizer as ``shared.optimizer``
     :param keep_shared: names of submodules that are not copied: the local copy reads them
-        from shared memory directly (e.g. a target network that only the main copy writes)
+        from shared memory directly (a target network that only periodic copies write)
+    :param after_step: called in the worker after each update it applied
     """
 
-    def __init__(self, shared: BasePolicy, keep_shared: Iterable[str] = ()) -> None:
+    def __init__(
+        self, shared: BasePolicy, keep_shared: Iterable[str] = (), after_step: Callable[[], None] = lambda: None
+    ) -> None:
         #: The shared policy itself (what the local copy is pulled from).
         self.shared = shared
+        keep_shared = list(keep_shared)
         shared_optimizer = shared.optimizer
         # The memo keeps out of the deep copy: the optimizer (replaced below), the submodules
         # read from shared memory, and the action distribution, whose sampled tensors (gSDE's
@@ -79,16 +96,50 @@ class LocalCopy:
         local_tensors = self.module.state_dict(keep_vars=True)
         # Parameters and buffers to pull before each rollout; a module reachable under several
         # names (SB3's shared features extractor) is pulled once.
-        sync: dict[int, tuple[th.Tensor, th.Tensor]] = {}
+        sync: dict[int, tuple[th.Tensor, th.Tensor, str]] = {}
         for name, tensor in shared.state_dict(keep_vars=True).items():
-            if id(tensor) not in kept_ids:
-                sync[id(tensor)] = (local_tensors[name], tensor)
-        self._sync = list(sync.values())
-        pairs = [(sync[id(param)][0], param) for group in shared_optimizer.param_groups for param in group["params"]]
-        self.module.optimizer = HogwildOptimizer(shared_optimizer, pairs)  # type: ignore[assignment]
+            if id(tensor) not in kept_ids and id(tensor) not in sync:
+                sync[id(tensor)] = (local_tensors[name], tensor, name)
+        self._sync = [(local, shared_tensor) for local, shared_tensor, _ in sync.values()]
+        parameter_ids = {id(p) for p in shared.parameters()}
+        #: ``(local, shared, name)`` for every parameter the optimizer updates.
+        self.parameter_pairs = [sync[id(param)] for group in shared_optimizer.param_groups for param in group["params"]]
+        # Buffers the local copy changes itself (BatchNorm's running statistics), with their value at the last pull.
+        self._buffers = [
+            (local, shared_tensor, local.clone())
+            for local, shared_tensor, _ in sync.values()
+            if id(shared_tensor) not in parameter_ids
+        ]
+        self.module.optimizer = HogwildOptimizer(shared_optimizer, self, after_step)  # type: ignore[assignment]
 
     @th.no_grad()
     def pull(self) -> None:
-        """Copy the shared parameters into the local copy (θ' = θ)."""
+        """Copy the shared parameters and buffers into the local copy (θ' = θ)."""
         for local, shared in self._sync:
             local.copy_(shared)
+        for local, _, pulled in self._buffers:
+            pulled.copy_(local)
+
+    @th.no_grad()
+    def push_buffers(self) -> None:
+        """Add what the local buffers changed since the last pull to the shared buffers."""
+        for local, shared, pulled in self._buffers:
+            shared.add_(local - pulled)
+            pulled.copy_(local)
+
+    def check_gradients(self) -> None:
+        """
+        Raise :class:`NonFiniteGradientError`, naming the parameters, if a gradient holds NaN or
+        infinity (a sum over all gradients is cheap and turns any of them into NaN or infinity).
+        """
+        grads = [local.grad for local, _, _ in self.parameter_pairs if local.grad is not None]
+        if not grads or th.isfinite(th.stack([g.sum() for g in grads]).sum()):
+            return
+        names = [name for local, _, name in self.parameter_pairs if local.grad is not None and not local.grad.isfinite().all()]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise NonFiniteGradientError(
+            f"the gradient of this update holds NaN or infinity (in {shown}); the update was not applied. "
+            "Usually the loss became NaN because the environment returned NaN or infinite rewards or "
+            "observations (wrap it in stable_baselines3's VecCheckNan to find the first), or the learning "
+            "rate is too high."
+        )

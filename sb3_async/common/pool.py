@@ -1,15 +1,23 @@
-"""Worker processes: start, global step counter, stop signal, failure reporting and clean-up.
+"""Worker processes on one machine: start, step budget, stop signal, failure reporting and clean-up.
 
-The global step counter ``T`` of the paper is kept lock-free and exact: each worker owns one
-slot of a shared int64 array and only ever adds to its own slot; ``T`` is the sum of the slots.
+Everything a forked worker shares with the main process lives in :class:`StepBudget` (the global
+step counter ``T``, the step limit the main process allows, the stop flag) and one queue back to
+the main process. Nothing a worker starts outlives it, and no worker outlives the main process:
+on Linux each worker, and each process a worker forks (its environments' sub-processes), is
+killed by the kernel when its parent dies (``PR_SET_PDEATHSIG``); elsewhere a worker that finds
+itself orphaned closes its environments and exits.
 """
 
 import ctypes
+import ctypes.util
+import faulthandler
 import multiprocessing as mp
+import multiprocessing.util
 import os
 import queue
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -20,119 +28,194 @@ from typing import Any
 import numpy as np
 import torch as th
 
-__all__ = ["WorkerContext", "WorkerError", "WorkerPool"]
+from sb3_async.common.worker import WorkerError
 
-# How often (in calls to ``should_stop``) a worker checks that its parent is still alive.
+__all__ = ["StepBudget", "WorkerContext", "WorkerPool"]
+
+# How often (in calls to ``reserve``) a worker checks that its parent is still alive.
 _PARENT_CHECK_EVERY = 64
+# Seconds a worker sleeps between two looks at the step limit while it waits for the main process.
+_WAIT_SLEEP = 0.0005
+# Seconds workers get to stop on their own once asked; then they are reported as hung and ended.
+STOP_GRACE_SECONDS = 10.0
 
 
-class WorkerError(RuntimeError):
-    """A worker process raised an exception or died; the message holds its traceback or exit status."""
+def _die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux); elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+class _Orphaned(BaseException):
+    """Raised in a worker whose main process is gone: unwinds (closing environments) and exits."""
+
+
+class StepBudget:
+    """
+    The global step counter ``T``, the limit up to which the main process lets workers step
+    (it follows the callbacks, so that workers do not run ahead of them by more than ``slack``
+    steps) and the stop flag, in shared memory. ``T`` grows under a lock, by reservations made
+    before the steps are taken, so that it never passes the budget by more than one ``VecEnv``
+    step, however many workers race for the last steps.
+
+    :param context: the multiprocessing context the workers are started with
+    :param start: ``T`` now
+    :param total: ``T`` at which training ends
+    :param slack: how many steps beyond what the main process has handled workers may take
+    """
+
+    _T, _ALLOWED, _STOP = 0, 1, 2
+
+    def __init__(self, context: Any, start: int, total: int, slack: int) -> None:
+        self._values = np.frombuffer(context.RawArray(ctypes.c_int64, 3), dtype=np.int64)
+        self._lock = context.Lock()
+        self.total = total
+        self.slack = slack
+        self._values[self._T] = start
+        self._values[self._ALLOWED] = start + slack
+
+    @property
+    def global_steps(self) -> int:
+        return int(self._values[self._T])
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self._values[self._STOP])
+
+    def stop(self) -> None:
+        self._values[self._STOP] = 1
+
+    def allow_up_to(self, handled: int) -> None:
+        """The main process has handled the steps up to ``handled``: let workers go ``slack`` further."""
+        self._values[self._ALLOWED] = handled + self.slack
+
+    def try_reserve(self, n_steps: int) -> bool | None:
+        """True: ``n_steps`` were added to ``T``; False: stop; None: wait for the main process."""
+        with self._lock:
+            steps = int(self._values[self._T])
+            if self._values[self._STOP] or steps >= self.total:
+                return False
+            if steps >= self._values[self._ALLOWED]:
+                return None
+            self._values[self._T] = steps + n_steps
+            return True
 
 
 class WorkerContext:
     """
-    What one worker process knows of the run: its index and seed, the shared counters and
-    the channel back to the main process. Created in the main process, used in the worker.
+    What one worker process knows of the run: its index and seed, the shared step budget and the
+    channel back to the main process. Created in the main process, used in the worker.
 
     :param worker_id: index of the worker, from 0
     :param seed: the worker's own seed (distinct from every other worker's)
-    :param steps: shared per-worker step counters (one slot each)
-    :param flags: shared flags; ``flags[0]`` is the stop request
-    :param base_timesteps: value of ``T`` when the workers started
-    :param total_timesteps: ``T`` at which training ends
+    :param budget: the shared step budget
     :param outbox: queue to the main process
+    :param stack_file: where the worker writes its stack when the main process asks (SIGUSR1)
     """
 
-    def __init__(
-        self,
-        worker_id: int,
-        seed: int,
-        steps: np.ndarray,
-        flags: np.ndarray,
-        base_timesteps: int,
-        total_timesteps: int,
-        outbox: Any,
-    ) -> None:
+    def __init__(self, worker_id: int, seed: int, budget: StepBudget, outbox: Any, stack_file: str) -> None:
         self.worker_id = worker_id
         self.seed = seed
-        self._steps = steps
-        self._flags = flags
-        self.base_timesteps = base_timesteps
-        self.total_timesteps = total_timesteps
+        self.budget = budget
+        self.stack_file = stack_file
         self._outbox = outbox
         # Built in the main process: its pid is the workers' parent pid.
         self._parent_pid = os.getpid()
         self._calls = 0
 
-    def add_steps(self, n: int) -> None:
-        """Count ``n`` environment steps of this worker into the global counter."""
-        self._steps[self.worker_id] += n
-
     @property
     def global_steps(self) -> int:
         """The global step counter ``T`` (all workers)."""
-        return self.base_timesteps + int(self._steps.sum())
+        return self.budget.global_steps
 
-    @property
-    def progress_remaining(self) -> float:
-        """``1 - T / total_timesteps``, the argument of SB3 schedules."""
-        return max(0.0, 1.0 - self.global_steps / self.total_timesteps)
-
-    def should_stop(self) -> bool:
-        """True once ``T`` reached the budget, the main process asked to stop, or it is gone."""
-        self._calls += 1
-        if self._calls % _PARENT_CHECK_EVERY == 0 and os.getppid() != self._parent_pid:
-            # Orphaned (the main process was killed): leave rather than train forever.
-            os._exit(1)
-        return bool(self._flags[0]) or self.global_steps >= self.total_timesteps
+    def reserve(self, n_steps: int, on_wait: Callable[[], None]) -> bool:
+        """
+        Add ``n_steps`` to ``T`` before taking them; False if the worker must stop instead. While
+        the main process lags behind by more than the slack, wait, after calling ``on_wait`` once.
+        """
+        waited = False
+        while True:
+            self._calls += 1
+            if self._calls % _PARENT_CHECK_EVERY == 0 and os.getppid() != self._parent_pid:
+                raise _Orphaned
+            verdict = self.budget.try_reserve(n_steps)
+            if verdict is not None:
+                return verdict
+            if not waited:
+                waited = True
+                on_wait()
+            time.sleep(_WAIT_SLEEP)
 
     def send(self, kind: str, payload: Any = None) -> None:
         """Send a message to the main process (never blocks)."""
         self._outbox.put((kind, self.worker_id, payload))
 
+    def flush(self) -> None:
+        """Wait until everything sent has been handed to the pipe (before the process exits)."""
+        self._outbox.close()
+        self._outbox.join_thread()
+
 
 def _worker_entry(target: Callable[[WorkerContext], None], context: WorkerContext) -> None:
+    _die_with_parent()
+    if os.getppid() != context._parent_pid:  # the main process died before the line above
+        os._exit(1)
+    # Whatever this worker forks (its environments' sub-processes) dies with it too.
+    multiprocessing.util.register_after_fork(_die_with_parent, lambda _: _die_with_parent())
     # Ctrl-C reaches the whole process group; the main process alone decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM (close() ending a worker that did not stop): unwind, closing the environments.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    stack_file = open(context.stack_file, "w")
+    faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
     # Must come before the first torch op: a forked child hangs in intra-op parallel code
     # if the parent already used its thread pool, and one thread per worker avoids
     # oversubscribing the cores.
     th.set_num_threads(1)
     try:
         target(context)
+    except _Orphaned:
+        os._exit(1)
     except BaseException:
         context.send("error", traceback.format_exc())
         # Flush the queue before exiting so the traceback reaches the main process.
-        context._outbox.close()
-        context._outbox.join_thread()
+        context.flush()
         sys.exit(1)
     context.send("done")
 
 
 @contextmanager
-def _sigint_deferred() -> Iterator[None]:
+def deferred_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[list[int]]:
     """
-    Hold back Ctrl-C until the block is left. A ``KeyboardInterrupt`` raised inside
-    ``Queue.get`` between reading a message's length and its body would leave the queue's
-    pipe out of step, and the clean-up that follows would wait for ever on it.
+    Hold back Ctrl-C (and SIGTERM) until the block is left; the block may look at the list it is
+    given to see whether one arrived. A ``KeyboardInterrupt`` raised inside ``Queue.get`` between
+    reading a message's length and its body would leave the queue's pipe out of step, and one
+    raised inside ``os.fork`` is swallowed by the fork handlers; the clean-up that follows either
+    would wait for ever, or train on.
     """
     if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread receives signals
+        yield []  # only the main thread receives signals
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in signals}
     try:
-        yield
+        yield received
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         # Here, not after the block: the block often ends with queue.Empty, and the
         # interrupt must replace it.
-        if received:
-            if callable(previous):
-                previous(signal.SIGINT, None)
-            elif previous != signal.SIG_IGN:
+        for signum in dict.fromkeys(received):
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL and signum == signal.SIGINT:
                 raise KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 class WorkerPool:
@@ -140,12 +223,15 @@ class WorkerPool:
     Runs ``target(context)`` in ``len(seeds)`` forked processes and reports on them.
 
     Use as a context manager: leaving the block stops and reaps every worker, whether the
-    block ended normally, by an exception or by ``KeyboardInterrupt``.
+    block ended normally, by an exception or by ``KeyboardInterrupt``. A worker that does not stop
+    within ``STOP_GRACE_SECONDS`` is ended and reported (with the stack it hung in) as a
+    :class:`WorkerError`.
 
     :param target: the worker's main function; runs in the child, with the parent's state forked
     :param seeds: one seed per worker
     :param base_timesteps: value of ``T`` at start
     :param total_timesteps: ``T`` at which workers stop on their own
+    :param slack: steps workers may take beyond those the main process has handled (``allow_up_to``)
     """
 
     def __init__(
@@ -154,6 +240,7 @@ class WorkerPool:
         seeds: list[int],
         base_timesteps: int,
         total_timesteps: int,
+        slack: int,
     ) -> None:
         if "fork" not in mp.get_all_start_methods():
             raise RuntimeError(
@@ -161,55 +248,61 @@ class WorkerPool:
                 "model and the environment, which may not be picklable"
             )
         self._mp = mp.get_context("fork")
-        n_workers = len(seeds)
-        self.n_workers = n_workers
-        self._steps = np.frombuffer(self._mp.RawArray(ctypes.c_int64, n_workers), dtype=np.int64)
-        self._flags = np.frombuffer(self._mp.RawArray(ctypes.c_int64, 1), dtype=np.int64)
+        self.n_workers = len(seeds)
+        self.budget = StepBudget(self._mp, base_timesteps, total_timesteps, slack)
         self._queue = self._mp.Queue()
-        self.base_timesteps = base_timesteps
-        self.total_timesteps = total_timesteps
         self._target = target
         self._seeds = seeds
         self._processes: list[Any] = []
         self._finished: set[int] = set()
         self._errors: dict[int, str] = {}
+        self._stack_dir = tempfile.mkdtemp(prefix="sb3_async-")
 
     def __enter__(self) -> "WorkerPool":
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        problems = self.close()
+        if problems and exc is None:
+            raise WorkerError("\n\n".join(problems))
+        for problem in problems:
+            print(problem, file=sys.stderr)
 
     def start(self) -> None:
-        """Fork the workers."""
+        """Fork the workers (Ctrl-C during the forks stops after the current one)."""
         # Anything left in the parent's stdio buffers would be flushed again by every child.
         sys.stdout.flush()
         sys.stderr.flush()
-        for worker_id, seed in enumerate(self._seeds):
-            context = WorkerContext(
-                worker_id, seed, self._steps, self._flags, self.base_timesteps, self.total_timesteps, self._queue
-            )
-            # Not daemonic: a worker may start processes of its own (PerWorkerSubprocVecEnv);
-            # close() reaps the workers whatever happens.
-            process = self._mp.Process(
-                target=_worker_entry, args=(self._target, context), name=f"sb3_async-worker-{worker_id}", daemon=False
-            )
-            process.start()
-            self._processes.append(process)
+        with deferred_signals() as received:
+            for worker_id, seed in enumerate(self._seeds):
+                if received:
+                    break
+                stack_file = os.path.join(self._stack_dir, f"worker-{worker_id}.stack")
+                context = WorkerContext(worker_id, seed, self.budget, self._queue, stack_file)
+                # Not daemonic: a worker may start processes of its own (PerWorkerSubprocVecEnv).
+                process = self._mp.Process(
+                    target=_worker_entry, args=(self._target, context), name=f"sb3_async-worker-{worker_id}", daemon=False
+                )
+                process.start()
+                self._processes.append(process)
 
     @property
     def global_steps(self) -> int:
         """The global step counter ``T``."""
-        return self.base_timesteps + int(self._steps.sum())
+        return self.budget.global_steps
 
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._processes if p.pid is not None]
 
     def request_stop(self) -> None:
-        """Ask every worker to stop at its next environment step."""
-        self._flags[0] = 1
+        """Ask every worker to stop before its next environment step."""
+        self.budget.stop()
 
     @property
     def finished(self) -> bool:
@@ -227,7 +320,7 @@ class WorkerPool:
         if not self._errors:
             self._detect_deaths()
         if self._errors:
-            worker_id, text = next(iter(sorted(self._errors.items())))
+            worker_id, text = min(self._errors.items())
             raise WorkerError(f"Worker {worker_id} failed:\n{text}")
         return messages
 
@@ -236,7 +329,7 @@ class WorkerPool:
         block = timeout > 0
         while True:
             try:
-                with _sigint_deferred():
+                with deferred_signals():
                     message = self._queue.get(block, timeout) if block else self._queue.get_nowait()
             except queue.Empty:
                 return messages
@@ -269,21 +362,48 @@ class WorkerPool:
                 reason = f"exited with code {code} without reporting an error"
             self._errors[worker_id] = f"worker process {process.pid} {reason}"
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop every worker and wait for it; terminate (then kill) those that do not stop."""
+    def close(self, grace: float | None = None) -> list[str]:
+        """
+        Stop every worker and wait for it. Workers still running after ``grace`` seconds (default
+        ``STOP_GRACE_SECONDS``) are ended: SIGTERM, then SIGKILL. Returns a description, with its
+        stack, of each worker that had to be ended.
+        """
+        grace = STOP_GRACE_SECONDS if grace is None else grace
         self.request_stop()
-        deadline = time.monotonic() + timeout
-        while any(p.is_alive() for p in self._processes) and time.monotonic() < deadline:
-            # Keep reading: a worker cannot exit while its queue feeder still has data to write.
-            self._drain(0.05)
-        for process in self._processes:
-            if process.is_alive():
-                process.terminate()
-        for process in self._processes:
-            process.join(1.0)
-            if process.is_alive():
-                process.kill()
-                process.join()
-        self._drain(0)
+        problems = []
+        with deferred_signals():
+            deadline = time.monotonic() + grace
+            while any(p.is_alive() for p in self._processes) and time.monotonic() < deadline:
+                # Keep reading: a worker cannot exit while its queue feeder still has data to write.
+                self._drain(0.05)
+            for worker_id, process in enumerate(self._processes):
+                if process.is_alive():
+                    problems.append(self._end_hung_worker(worker_id, process, grace))
+            self._drain(0)
         self._queue.close()
         self._queue.join_thread()
+        for name in os.listdir(self._stack_dir):
+            os.unlink(os.path.join(self._stack_dir, name))
+        os.rmdir(self._stack_dir)
+        return problems
+
+    def _end_hung_worker(self, worker_id: int, process: Any, grace: float) -> str:
+        stack_file = os.path.join(self._stack_dir, f"worker-{worker_id}.stack")
+        stack = ""
+        try:
+            os.kill(process.pid, signal.SIGUSR1)
+            time.sleep(0.2)
+            with open(stack_file) as f:
+                stack = f.read().strip()
+        except OSError:
+            pass
+        process.terminate()
+        process.join(1.0)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        where = f"; it was at:\n{stack}" if stack else ""
+        return (
+            f"Worker {worker_id} (process {process.pid}) did not stop within {grace:g} s of the stop request "
+            f"and was ended{where}"
+        )

@@ -2,12 +2,11 @@
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.logger import Logger
-
-from sb3_async.common.pool import WorkerContext
 
 __all__ = ["ReportAggregator", "WorkerReporter"]
 
@@ -18,16 +17,21 @@ _WORKER_LOCAL_KEYS = frozenset({"train/n_updates"})
 class WorkerReporter:
     """
     Collects, in a worker, finished episodes and the values that training code records with
-    ``logger.record``, and sends them to the main process at most every ``interval`` seconds
-    (one message per interval keeps the queue cheap at thousands of steps per second).
+    ``logger.record``, and sends them to the main process in batches: after an update when an
+    episode ended (at most every ``min_interval`` seconds), and at least every ``interval``
+    seconds. One message per batch keeps the channel cheap at thousands of steps per second,
+    while the main process hears of an episode's end within about one rollout (callbacks such
+    as ``StopTrainingOnMaxEpisodes`` act on it).
 
-    :param context: the worker's context
-    :param interval: seconds between messages
+    :param send: sends one report to the main process
+    :param interval: the longest a collected value waits before it is sent, in seconds
+    :param min_interval: the shortest time between two messages, in seconds
     """
 
-    def __init__(self, context: WorkerContext, interval: float = 0.2) -> None:
-        self._context = context
+    def __init__(self, send: Callable[[dict[str, Any]], None], interval: float = 0.2, min_interval: float = 0.005) -> None:
+        self._send = send
         self._interval = interval
+        self._min_interval = min_interval
         self._last_send = time.monotonic()
         self._reset()
 
@@ -45,7 +49,8 @@ class WorkerReporter:
                 self._episodes.append(episode)
             if done and info.get("is_success") is not None:
                 self._successes.append(bool(info["is_success"]))
-        self.maybe_send()
+        if time.monotonic() - self._last_send >= self._interval:
+            self.send()
 
     def add_update(self, logger: Logger) -> None:
         """Record one gradient update and take (and clear) what was recorded in ``logger``."""
@@ -57,23 +62,22 @@ class WorkerReporter:
             total[0] += float(value)
             total[1] += 1
         logger.dump()  # a logger without outputs: this only clears it
-        self.maybe_send()
-
-    def maybe_send(self) -> None:
-        if time.monotonic() - self._last_send >= self._interval:
+        since = time.monotonic() - self._last_send
+        if since >= self._interval or (self._episodes and since >= self._min_interval):
             self.send()
 
     def send(self) -> None:
         """Send what was collected since the last message, if anything."""
         self._last_send = time.monotonic()
         if self._episodes or self._successes or self._n_updates:
-            report = {
-                "episodes": self._episodes,
-                "successes": self._successes,
-                "stats": self._stats,
-                "n_updates": self._n_updates,
-            }
-            self._context.send("report", report)
+            self._send(
+                {
+                    "episodes": self._episodes,
+                    "successes": self._successes,
+                    "stats": self._stats,
+                    "n_updates": self._n_updates,
+                }
+            )
             self._reset()
 
 

@@ -1,13 +1,14 @@
 """What the paper's three value-based methods share: rollouts, exploration, target network, loss.
 
 Each worker acts ε-greedily with its local copy θ' of the shared online network, collects a
-rollout of up to ``rollout_length`` steps, forms a target for every step from the shared
-target network θ⁻, and applies the gradient of the loss of the whole rollout to the shared θ
-(for the one-step methods this is the paper's gradient accumulated over I_AsyncUpdate steps).
-The methods differ only in how the target is formed (:meth:`_next_state_values`, :meth:`_returns`).
+:class:`Rollout` of up to ``rollout_length`` steps, forms a target for every step from the shared
+target network θ⁻ (:meth:`AsyncQLearning._targets`, the one thing the three methods differ in),
+and applies the gradient of the loss of the whole rollout to the shared θ (for the one-step
+methods this is the paper's gradient accumulated over I_AsyncUpdate steps).
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,26 +17,26 @@ from gymnasium import spaces
 from stable_baselines3 import DQN
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import get_obs_shape
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import LinearSchedule, obs_as_tensor, polyak_update
+from stable_baselines3.common.utils import LinearSchedule, obs_as_tensor
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch.nn import functional as F
 
 from sb3_async.common.base import DEFAULT_RMS_PROP_EPS, AsyncAlgorithm
-from sb3_async.common.interval import SharedInterval
-from sb3_async.common.local_copy import LocalCopy
-from sb3_async.common.pool import WorkerContext
-from sb3_async.common.reporting import WorkerReporter
 from sb3_async.common.validation import check_float, check_int, check_learning_rate
+from sb3_async.common.worker import PeriodicCopy, Worker
 from sb3_async.q_learning.policies import PaperCnnPolicy
 
-__all__ = ["AsyncQLearning"]
+__all__ = ["AsyncQLearning", "Rollout", "select_rows"]
 
 _LOSSES = {"huber": F.smooth_l1_loss, "mse": F.mse_loss}
 
 #: The paper's final exploration rates and their probabilities.
 PAPER_FINAL_EPS = (0.1, 0.01, 0.5)
 PAPER_FINAL_EPS_PROBS = (0.4, 0.3, 0.3)
+#: The share of the budget over which ε is annealed when ``exploration_steps`` is not given (DQN's).
+DEFAULT_EXPLORATION_FRACTION = 0.1
 
 
 def _stack(observations: list[Any]) -> Any:
@@ -52,7 +53,8 @@ def _copy(observations: Any) -> Any:
     return observations.copy()
 
 
-def _select(observations: Any, rows: np.ndarray) -> Any:
+def select_rows(observations: Any, rows: np.ndarray) -> Any:
+    """The given rows of observations (an array, or a dict of arrays)."""
     if isinstance(observations, dict):
         return {key: value[rows] for key, value in observations.items()}
     return observations[rows]
@@ -62,16 +64,46 @@ def _with_terminal_observations(new_obs: Any, dones: np.ndarray, infos: list[dic
     """The state each step led to: ``new_obs``, except the terminal observation where an episode ended."""
     if not dones.any():
         return new_obs
-    if isinstance(new_obs, dict):
-        result = {key: value.copy() for key, value in new_obs.items()}
-        for i in np.flatnonzero(dones):
-            for key in result:
-                result[key][i] = infos[i]["terminal_observation"][key]
-        return result
-    result = new_obs.copy()
+    result = _copy(new_obs)
     for i in np.flatnonzero(dones):
-        result[i] = infos[i]["terminal_observation"]
+        terminal = infos[i]["terminal_observation"]
+        if isinstance(result, dict):
+            for key in result:
+                result[key][i] = terminal[key]
+        else:
+            result[i] = terminal
     return result
+
+
+@dataclass
+class Rollout:
+    """
+    One worker's rollout: ``length`` steps of its ``n_envs`` environments. Arrays are shaped
+    ``(length, n_envs)``; observations are kept per step (arrays, or dicts of arrays, of ``n_envs`` rows).
+    """
+
+    #: The observation each step was taken in.
+    observations: list[Any]
+    actions: np.ndarray
+    rewards: np.ndarray
+    #: Whether the episode ended at this step (terminated or truncated).
+    dones: np.ndarray
+    #: Whether it ended by termination: no value beyond (a time-limit truncation bootstraps).
+    terminated: np.ndarray
+    #: The state each step led to (the terminal observation where an episode ended).
+    next_observations: list[Any]
+    #: Where the next rollout starts.
+    last_observations: Any
+    #: The ε the rollout was collected with.
+    epsilon: float
+
+    @property
+    def length(self) -> int:
+        return len(self.observations)
+
+    def next_observations_at(self, rows: np.ndarray) -> Any:
+        """The next observations of the given flattened rows, stacked."""
+        return select_rows(_stack(self.next_observations), rows)
 
 
 class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
@@ -98,8 +130,8 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         ``exploration_initial_eps`` to its final value (the paper: 4 million frames, 1 million steps)
     :param loss: ``"huber"`` (as SB3's DQN) or ``"mse"`` (the paper's squared error)
     :param max_grad_norm: The maximum norm of each worker's gradient (clipped before it is applied)
-    :param rms_prop_eps: RMSprop epsilon, inside the square root as in the paper
-    :param use_rms_prop: Whether to use the paper's RMSprop with shared statistics (default) or Adam
+    :param rms_prop_eps: RMSprop epsilon, as A2C's: PyTorch's RMSprop adds it outside the square root
+    :param use_rms_prop: Whether to use RMSprop (decay 0.99, statistics shared by all workers) or Adam
         (ignored when ``policy_kwargs`` sets ``optimizer_class``)
     :param n_workers: Number of worker processes (default: the number of usable CPUs)
     :param stats_window_size: Window size for the rollout logging, in episodes (all workers together)
@@ -113,10 +145,6 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {**DQN.policy_aliases, "PaperCnnPolicy": PaperCnnPolicy}
-    # Workers read the target network from shared memory; it changes only at target updates.
-    _keep_shared_modules: ClassVar[tuple[str, ...]] = ("q_net_target",)
-    #: Whether the target needs the action taken at the next step (Sarsa).
-    _uses_next_action: ClassVar[bool] = False
 
     policy: DQNPolicy
     q_net: QNetwork
@@ -133,12 +161,14 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         exploration_initial_eps: float = 1.0,
         exploration_final_eps: float | Sequence[float] = PAPER_FINAL_EPS,
         exploration_final_eps_probs: Sequence[float] | None = PAPER_FINAL_EPS_PROBS,
-        exploration_steps: int = 1_000_000,
+        exploration_fraction: float | None = None,
+        exploration_steps: int | None = None,
         loss: str = "huber",
         max_grad_norm: float = 10.0,
         rms_prop_eps: float = DEFAULT_RMS_PROP_EPS,
         use_rms_prop: bool = True,
         n_workers: int | None = None,
+        backend: str = "local",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -154,11 +184,21 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         self.exploration_final_eps, self.exploration_final_eps_probs = self._check_final_eps(
             exploration_final_eps, exploration_final_eps_probs
         )
-        check_int("exploration_steps", exploration_steps, minimum=0)
+        if exploration_steps is not None and exploration_fraction is not None:
+            raise ValueError(
+                "exploration_fraction and exploration_steps both set the length of the ε schedule: give one of them "
+                "(exploration_fraction: a share of each learn() budget, as DQN's; "
+                "exploration_steps: global steps, as the paper's)"
+            )
+        if exploration_steps is not None:
+            check_int("exploration_steps", exploration_steps, minimum=0)
+        if exploration_fraction is not None:
+            check_float("exploration_fraction", exploration_fraction, 0.0, 1.0)
         if loss not in _LOSSES:
             raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {loss!r}")
         device, policy_kwargs = self._init_async(
             n_workers=n_workers,
+            backend=backend,
             device=device,
             policy_kwargs=policy_kwargs,
             max_grad_norm=max_grad_norm,
@@ -193,6 +233,11 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         self.target_update_interval = target_update_interval
         self.exploration_initial_eps = exploration_initial_eps
         self.exploration_steps = exploration_steps
+        self.exploration_fraction = (
+            DEFAULT_EXPLORATION_FRACTION
+            if exploration_fraction is None and exploration_steps is None
+            else exploration_fraction
+        )
         self.loss = loss
         self.max_grad_norm = max_grad_norm
         self.exploration_rate = exploration_initial_eps
@@ -232,7 +277,10 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self.replay_buffer = None
-        self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
+        # What the replay buffer would have refused (a Tuple space), refused here, before any worker.
+        get_obs_shape(self.observation_space)
+        with self._optimizer_in_policy_kwargs():
+            self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
         self.policy = self.policy.to(self.device)
         self.q_net = self.policy.q_net
         self.q_net_target = self.policy.q_net_target
@@ -250,16 +298,33 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
     _get_torch_save_params = DQN._get_torch_save_params
 
     def _excluded_save_params(self) -> list[str]:
-        # _target_updates holds a lock; it exists only while workers run (a checkpoint may be saved then).
-        return [*super()._excluded_save_params(), "q_net", "q_net_target", "_target_updates"]
+        return [*super()._excluded_save_params(), "q_net", "q_net_target"]
 
-    # --- main process --------------------------------------------------------------------
+    def _rollout_steps(self) -> int:
+        return self.rollout_length * self.n_envs
+
+    def _periodic_copies(self) -> list[PeriodicCopy]:
+        return [PeriodicCopy("q_net", "q_net_target", self.target_update_interval)]
+
+    # --- exploration -----------------------------------------------------------------------
 
     def _epsilon(self, final_eps: float, global_steps: int) -> float:
-        if self.exploration_steps == 0:
+        """A worker's ε at ``T = global_steps``: annealed linearly from the initial to its final value."""
+        if self.exploration_steps is not None:
+            length = self.exploration_steps
+            start = 0
+        else:
+            # DQN's schedule: a fraction of this learn() call's budget.
+            length = self.exploration_fraction * (self._total_timesteps - self._num_timesteps_at_start)  # type: ignore[operator]
+            start = self._num_timesteps_at_start
+        if length <= 0:
             return final_eps
-        progress_remaining = max(0.0, 1.0 - global_steps / self.exploration_steps)
+        progress_remaining = 1.0 - min(1.0, max(0.0, (global_steps - start) / length))
         return LinearSchedule(self.exploration_initial_eps, final_eps, 1.0)(progress_remaining)
+
+    def _mean_epsilon(self) -> float:
+        """The workers' mean current ε (DQN's ``exploration_rate``, used by ``predict``)."""
+        return float(np.mean([self._epsilon(eps, self.num_timesteps) for eps in self.worker_final_eps]))
 
     def _draw_final_eps(self, seeds: list[int]) -> list[float]:
         """Each worker's final ε, drawn with its own seed (reproducible from ``seed``)."""
@@ -267,24 +332,25 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         probs = np.array(self.exploration_final_eps_probs)
         return [float(np.random.default_rng(seed).choice(choices, p=probs)) for seed in seeds]
 
+    # --- main process --------------------------------------------------------------------
+
     def _prepare_workers(self, seeds: list[int], base_timesteps: int) -> None:
         self.worker_final_eps = self._draw_final_eps(seeds)
         self.logger.log(f"Final exploration rate of each worker: {self.worker_final_eps}")
-        self._target_updates = SharedInterval(self.target_update_interval, base_timesteps)
 
-    def _workers_done(self) -> None:
-        self.n_target_updates += self._target_updates.count
-        del self._target_updates  # holds a lock: must not be saved
-        self.exploration_rate = float(np.mean([self._epsilon(eps, self.num_timesteps) for eps in self.worker_final_eps]))
+    def _workers_done(self, copies_done: dict[str, int]) -> None:
+        self.n_target_updates += copies_done.get("q_net_target", 0)
+        self.exploration_rate = self._mean_epsilon()
 
-    def _dump_logs(self, iteration: int) -> None:
-        self.exploration_rate = float(np.mean([self._epsilon(eps, self.num_timesteps) for eps in self.worker_final_eps]))
-        self.logger.record("train/n_target_updates", self.n_target_updates + self._target_updates.count)
+    def _dump_logs(self, iteration: int, copies_done: dict[str, int]) -> None:
+        self.exploration_rate = self._mean_epsilon()
+        self.logger.record("train/n_target_updates", self.n_target_updates + copies_done.get("q_net_target", 0))
         self.dump_logs()
 
     # --- worker process ------------------------------------------------------------------
 
     def _act(self, obs: Any, epsilon: float) -> np.ndarray:
+        """ε-greedy actions of the local copy (in evaluation mode, as DQN acts)."""
         with th.no_grad():
             actions = self.q_net(obs_as_tensor(obs, self.device)).argmax(dim=1).numpy()
         explore = np.random.random_sample(len(actions)) < epsilon
@@ -292,110 +358,67 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
             actions[explore] = np.random.randint(self.action_space.n, size=int(explore.sum()))  # type: ignore[attr-defined]
         return actions
 
-    def _worker_loop(self, context: WorkerContext, local: LocalCopy, reporter: WorkerReporter) -> None:
+    def _first_actions(self, obs: Any, epsilon: float) -> np.ndarray:
+        """The actions of a rollout's first step (Sarsa may have chosen them already)."""
+        return self._act(obs, epsilon)
+
+    def _worker_loop(self, worker: Worker) -> None:
         assert self.env is not None
         self.q_net = self.policy.q_net  # the local copy θ'
-        shared_q_net = local.shared.q_net
-        final_eps = self.worker_final_eps[context.worker_id]
+        self.q_net_target = self.policy.q_net_target  # read from the shared model
+        final_eps = self.worker_final_eps[worker.worker_id]
         n_envs = self.env.num_envs
         obs = self._last_obs
-        next_actions: np.ndarray | None = None  # Sarsa: the action already chosen for obs
-        while True:
-            local.pull()
-            epsilon = self._epsilon(final_eps, context.global_steps)
-            observations, actions, rewards, dones, terminated, next_observations = [], [], [], [], [], []
-            stop = False
-            for _ in range(self.rollout_length):
-                action = next_actions if next_actions is not None else self._act(obs, epsilon)
+        while worker.reserve(n_envs):
+            worker.pull()
+            self.policy.set_training_mode(False)
+            epsilon = self._epsilon(final_eps, worker.global_steps)
+            observations, next_observations, steps = [], [], []
+            action = self._first_actions(obs, epsilon)
+            while True:
                 new_obs, reward, done, infos = self.env.step(action)
                 # Kept for the whole rollout: a VecEnv may hand out the same buffer every step.
                 new_obs = _copy(new_obs)
-                context.add_steps(n_envs)
-                reporter.add_step(infos, done)
+                worker.record_step(infos, done)
+                truncated = np.array([info.get("TimeLimit.truncated", False) for info in infos])
+                steps.append((action, reward, done, done & ~truncated))
                 observations.append(obs)
-                actions.append(action)
-                rewards.append(reward)
-                dones.append(done)
-                terminated.append(done & ~np.array([info.get("TimeLimit.truncated", False) for info in infos]))
                 next_observations.append(_with_terminal_observations(new_obs, done, infos))
                 obs = new_obs
-                next_actions = self._act(obs, epsilon) if self._uses_next_action else None
-                stop = context.should_stop()
                 # The paper's rollout also ends with the episode; with several envs it cannot
                 # for all of them, and returns are cut at each env's episode end instead.
-                if stop or (n_envs == 1 and done[0]):
+                if len(steps) == self.rollout_length or (n_envs == 1 and done[0]) or not worker.reserve(n_envs):
                     break
-            self._train_on_rollout(
-                context, observations, actions, rewards, dones, terminated, next_observations, next_actions, epsilon
-            )
-            reporter.add_update(self.logger)
-            # After the update, as in Algorithm S2; T may have passed the multiple during the rollout.
-            if self._target_updates.claim(context.global_steps):
-                polyak_update(shared_q_net.parameters(), self.q_net_target.parameters(), 1.0)
-            if stop:
-                break
+                action = self._act(obs, epsilon)
+            actions, rewards, dones, terminated = (np.stack(column) for column in zip(*steps))
+            rollout = Rollout(observations, actions, rewards, dones, terminated, next_observations, obs, epsilon)
+            self._train_on_rollout(worker, rollout)
+            worker.record_update(self.logger)
         self._last_obs = obs
 
-    def _train_on_rollout(
-        self,
-        context: WorkerContext,
-        observations: list[Any],
-        actions: list[np.ndarray],
-        rewards: list[np.ndarray],
-        dones: list[np.ndarray],
-        terminated: list[np.ndarray],
-        next_observations: list[Any],
-        last_next_actions: np.ndarray | None,
-        epsilon: float,
-    ) -> None:
-        length, n_envs = len(actions), len(actions[0])
-        rewards_t = th.as_tensor(np.stack(rewards), dtype=th.float32)
-        dones_t = th.as_tensor(np.stack(dones))
-        terminated_t = th.as_tensor(np.stack(terminated))
-        needed = (self._bootstrap_needed(dones_t) & ~terminated_t).flatten().numpy()
-        bootstrap = th.zeros(length * n_envs)
-        if needed.any():
-            rows = np.flatnonzero(needed)
-            next_obs = obs_as_tensor(_select(_stack(next_observations), rows), self.device)
-            next_actions_t = None
-            if self._uses_next_action:
-                # The action taken after each step: the next step's, or the one already chosen
-                # for the next rollout; after an episode end, a choice in the terminal state.
-                following = [*actions[1:], last_next_actions]
-                for t in range(length):
-                    if dones[t].any():
-                        terminal = _select(next_observations[t], np.flatnonzero(dones[t]))
-                        following[t] = following[t].copy()
-                        following[t][dones[t]] = self._act(terminal, epsilon)
-                next_actions_t = th.as_tensor(np.stack(following).reshape(-1)[rows])
-            with th.no_grad():
-                bootstrap[rows] = self._next_state_values(self.q_net_target(next_obs), next_actions_t)
-        targets = self._returns(rewards_t, dones_t, bootstrap.view(length, n_envs)).flatten()
-
-        self._current_progress_remaining = context.progress_remaining
+    def _train_on_rollout(self, worker: Worker, rollout: Rollout) -> None:
+        with th.no_grad():
+            targets = self._targets(rollout).float()
+        self._current_progress_remaining = worker.progress_remaining
         self._update_learning_rate(self.policy.optimizer)
         self.policy.set_training_mode(True)
-        q_values = self.q_net(obs_as_tensor(_stack(observations), self.device))
-        actions_t = th.as_tensor(np.stack(actions).reshape(-1, 1), dtype=th.long)
-        q_taken = q_values.gather(1, actions_t).flatten()
-        loss = _LOSSES[self.loss](q_taken, targets)
+        q_values = self.q_net(obs_as_tensor(_stack(rollout.observations), self.device))
+        actions = th.as_tensor(rollout.actions.reshape(-1, 1), dtype=th.long)
+        loss = _LOSSES[self.loss](q_values.gather(1, actions).flatten(), targets)
         self.policy.optimizer.zero_grad()
         loss.backward()
         th.nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
         self.policy.optimizer.step()
+        self.policy.set_training_mode(False)
         self.logger.record("train/loss", loss.item())
-        self.logger.record("rollout/exploration_rate", epsilon)
+        self.logger.record("rollout/exploration_rate", rollout.epsilon)
 
     # --- the targets: what the three methods differ in ------------------------------------
 
-    def _bootstrap_needed(self, dones: th.Tensor) -> th.Tensor:
-        """Which steps' targets use the value of the state they led to (shape: steps x envs)."""
-        return th.ones_like(dones)
+    def _targets(self, rollout: Rollout) -> th.Tensor:
+        """The regression target of every step of ``rollout``, flattened (``length * n_envs``, time first)."""
+        raise NotImplementedError
 
-    def _next_state_values(self, next_q_values: th.Tensor, next_actions: th.Tensor | None) -> th.Tensor:
-        """Value of the next state under the target network: max_a' Q(s', a'; θ⁻) (Q-learning)."""
-        return next_q_values.max(dim=1).values
-
-    def _returns(self, rewards: th.Tensor, dones: th.Tensor, bootstrap: th.Tensor) -> th.Tensor:
-        """One-step targets r + gamma V(s'); ``bootstrap`` is already 0 where an episode terminated."""
-        return rewards + self.gamma * bootstrap
+    def _target_q_values(self, rollout: Rollout, rows: np.ndarray) -> th.Tensor:
+        """Q(s', ·; θ⁻) of the next states of the given flattened rows, from the shared target network."""
+        return self.q_net_target(obs_as_tensor(rollout.next_observations_at(rows), self.device))

@@ -1,11 +1,12 @@
 from typing import Any
 
+import numpy as np
 import torch as th
 from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.dqn.policies import DQNPolicy
 
 from sb3_async.common.validation import check_int
-from sb3_async.q_learning.base import AsyncQLearning
+from sb3_async.q_learning.base import AsyncQLearning, Rollout
 
 
 class AsyncNStepQ(AsyncQLearning):
@@ -30,18 +31,20 @@ class AsyncNStepQ(AsyncQLearning):
         super().__init__(policy, env, rollout_length=check_int("n_steps", n_steps, minimum=1), **kwargs)
         self.n_steps = n_steps
 
-    def _bootstrap_needed(self, dones: th.Tensor) -> th.Tensor:
-        # The target network is evaluated only where a return starts: the rollout's last state
-        # and the states where an episode ended.
-        needed = dones.clone()
-        needed[-1] = True
-        return needed
-
-    def _returns(self, rewards: th.Tensor, dones: th.Tensor, bootstrap: th.Tensor) -> th.Tensor:
+    def _targets(self, rollout: Rollout) -> th.Tensor:
+        # A return starts from the target network's value at the rollout's last state and where an
+        # episode was cut by a time limit; it starts from 0 where one terminated.
+        starts = rollout.dones.copy()
+        starts[-1] = True
+        bootstrap = th.zeros(rollout.rewards.shape)
+        rows = np.flatnonzero((starts & ~rollout.terminated).reshape(-1))
+        if len(rows):
+            bootstrap.view(-1)[rows] = self._target_q_values(rollout, rows).max(dim=1).values
+        rewards = th.as_tensor(rollout.rewards, dtype=th.float32)
         returns = th.zeros_like(rewards)
         running = bootstrap[-1]
-        for t in reversed(range(len(rewards))):
-            running = th.where(dones[t], bootstrap[t], running) if t < len(rewards) - 1 else running
+        for t in reversed(range(rollout.length)):
+            running = th.where(th.as_tensor(starts[t]), bootstrap[t], running)
             running = rewards[t] + self.gamma * running
             returns[t] = running
-        return returns
+        return returns.flatten()

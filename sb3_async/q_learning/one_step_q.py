@@ -1,10 +1,12 @@
 from typing import Any
 
+import numpy as np
+import torch as th
 from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.dqn.policies import DQNPolicy
 
 from sb3_async.common.validation import check_int
-from sb3_async.q_learning.base import AsyncQLearning
+from sb3_async.q_learning.base import AsyncQLearning, Rollout
 
 
 class AsyncOneStepQ(AsyncQLearning):
@@ -28,3 +30,14 @@ class AsyncOneStepQ(AsyncQLearning):
     def __init__(self, policy: str | type[DQNPolicy], env: GymEnv | str, async_update_freq: int = 5, **kwargs: Any) -> None:
         self.async_update_freq = check_int("async_update_freq", async_update_freq, minimum=1)
         super().__init__(policy, env, rollout_length=async_update_freq, **kwargs)
+
+    def _targets(self, rollout: Rollout) -> th.Tensor:
+        values = th.zeros(rollout.rewards.size)
+        rows = np.flatnonzero(~rollout.terminated.reshape(-1))
+        if len(rows):
+            values[rows] = self._next_values(rollout, rows)
+        return th.as_tensor(rollout.rewards.reshape(-1)) + self.gamma * values
+
+    def _next_values(self, rollout: Rollout, rows: np.ndarray) -> th.Tensor:
+        """The value of the next state of each given (flattened) step: max_a' Q(s', a'; θ⁻)."""
+        return self._target_q_values(rollout, rows).max(dim=1).values

@@ -1,5 +1,7 @@
+import numpy as np
 import torch as th
 
+from sb3_async.q_learning.base import Rollout, select_rows
 from sb3_async.q_learning.one_step_q import AsyncOneStepQ
 
 
@@ -12,8 +14,26 @@ class AsyncOneStepSarsa(AsyncOneStepQ):
     ε-greedy choice in the terminal state).
     """
 
-    _uses_next_action = True
+    # In a worker: the actions already chosen for the first step of the next rollout.
+    _chosen_actions: np.ndarray | None = None
 
-    def _next_state_values(self, next_q_values: th.Tensor, next_actions: th.Tensor | None) -> th.Tensor:
-        assert next_actions is not None
-        return next_q_values.gather(1, next_actions.long().view(-1, 1)).flatten()
+    def _first_actions(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
+        chosen, self._chosen_actions = self._chosen_actions, None
+        return self._act(obs, epsilon) if chosen is None else chosen
+
+    def _next_values(self, rollout: Rollout, rows: np.ndarray) -> th.Tensor:
+        following = self._following_actions(rollout).reshape(-1)[rows]
+        return self._target_q_values(rollout, rows).gather(1, th.as_tensor(following, dtype=th.long).view(-1, 1)).flatten()
+
+    def _following_actions(self, rollout: Rollout) -> np.ndarray:
+        """
+        The action taken after each step: the next step's; after the rollout's last step, the one
+        chosen now (with θ' before the update, ε as in the rollout) and taken first in the next
+        rollout; after an episode's end, an ε-greedy choice in the terminal state.
+        """
+        self._chosen_actions = self._act(rollout.last_observations, rollout.epsilon)
+        following = np.concatenate([rollout.actions[1:], self._chosen_actions[None]])
+        for t in np.flatnonzero(rollout.dones.any(axis=1)):
+            ended = np.flatnonzero(rollout.dones[t])
+            following[t, ended] = self._act(select_rows(rollout.next_observations[t], ended), rollout.epsilon)
+        return following
