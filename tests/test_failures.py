@@ -10,6 +10,7 @@ import time
 
 import gymnasium as gym
 import pytest
+import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
@@ -177,3 +178,228 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+# --- what is left behind when the main process dies, and other faults (issue 11) -----------
+
+_PER_WORKER_SCRIPT = textwrap.dedent(
+    """
+    import signal
+    import sys
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from sb3_async import A3C
+    from sb3_async.common.envs import PerWorkerSubprocVecEnv
+
+    class Announce(BaseCallback):
+        def _on_step(self):
+            if self.n_calls == 1:
+                print("training", flush=True)
+            return True
+
+    if __name__ == "__main__":
+        env = make_vec_env("CartPole-v1", n_envs=2, vec_env_cls=PerWorkerSubprocVecEnv)
+        model = A3C("MlpPolicy", env, n_workers=2, seed=0)
+        try:
+            model.learn(50_000_000, callback=Announce())
+        except SystemExit as stop:
+            print("stopped", stop.code, flush=True)
+            raise
+    """
+)
+
+
+def _session_processes(session_id: int) -> list[int]:
+    """Live (non-zombie) processes of a session, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _wait_until_gone(session_id: int, seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while _session_processes(session_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return _session_processes(session_id)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_nothing_is_left_when_the_main_process_is_killed(tmp_path, signum):
+    """Workers, their environment processes, the main process's own and Python's helpers all go."""
+    script = tmp_path / "train.py"
+    script.write_text(_PER_WORKER_SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert process.stdout.readline().strip() == "training"
+        # The main process, 2 workers, 2 x 2 worker environment processes, 2 of its own and helpers.
+        assert len(_session_processes(process.pid)) >= 9
+        os.kill(process.pid, signum)
+        process.wait(timeout=30)
+        left = _wait_until_gone(process.pid, 20)
+        assert not left, f"left behind: {left}"
+        if signum == signal.SIGTERM:
+            # SIGTERM stops training as Ctrl-C does: the program sees SystemExit(143) and unwinds.
+            assert process.returncode == 143
+            assert "stopped 143" in process.stdout.read()
+    finally:
+        for pid in _session_processes(process.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+class ErrorEnv(gym.Wrapper):
+    """CartPole whose step raises on its 20th call (in the environment's own process)."""
+
+    def __init__(self):
+        super().__init__(gym.make("CartPole-v1"))
+        self.calls = 0
+
+    def step(self, action):
+        self.calls += 1
+        if self.calls == 20:
+            raise ValueError("the simulator lost its state on purpose")
+        return super().step(action)
+
+
+def test_error_in_a_worker_environment_process_carries_its_traceback():
+    from sb3_async.common.envs import PerWorkerSubprocVecEnv
+
+    env = make_vec_env(ErrorEnv, n_envs=2, vec_env_cls=PerWorkerSubprocVecEnv)
+    model = A3C("MlpPolicy", env, n_workers=2, seed=0)
+    with pytest.raises(WorkerError) as error:
+        model.learn(100_000)
+    message = str(error.value)
+    assert "the simulator lost its state on purpose" in message
+    assert "the process of environment" in message and "died" in message
+    env.close()
+
+
+class HangingEnv(gym.Wrapper):
+    """CartPole that hangs in step, in the first process to reach its 100th step."""
+
+    def __init__(self, flag: str):
+        super().__init__(gym.make("CartPole-v1"))
+        self.flag = flag
+        self.calls = 0
+
+    def step(self, action):
+        self.calls += 1
+        if self.calls == 100:
+            try:
+                os.close(os.open(self.flag, os.O_CREAT | os.O_EXCL))
+                time.sleep(3600)
+            except FileExistsError:
+                pass
+        return super().step(action)
+
+
+def test_a_worker_hung_in_its_environment_is_ended_and_reported(tmp_path, monkeypatch):
+    from sb3_async.common import pool
+
+    monkeypatch.setattr(pool, "STOP_GRACE_SECONDS", 2.0)
+    model = A3C("MlpPolicy", lambda: HangingEnv(str(tmp_path / "hung")), n_workers=2, seed=0)
+    start = time.monotonic()
+    with pytest.raises(WorkerError) as error:
+        model.learn(3_000)
+    assert time.monotonic() - start < 60
+    message = str(error.value)
+    assert "did not stop within 2 s of the end of training" in message
+    assert "in step" in message and "test_failures.py" in message, "the stack it hung in"
+
+
+@pytest.mark.parametrize("where", ["rewards", "observations"])
+@pytest.mark.parametrize("algo", ["A3C", "AsyncNStepQ"])
+def test_nan_from_the_environment_stops_with_a_clear_error(where, algo):
+    import sb3_async
+
+    class NaNEnv(gym.Wrapper):
+        def __init__(self):
+            super().__init__(gym.make("CartPole-v1"))
+            self.calls = 0
+
+        def step(self, action):
+            obs, reward, terminated, truncated, info = super().step(action)
+            self.calls += 1
+            if self.calls >= 50:
+                if where == "rewards":
+                    reward = float("nan")
+                else:
+                    obs = obs * float("nan")
+            return obs, reward, terminated, truncated, info
+
+    model = getattr(sb3_async, algo)("MlpPolicy", NaNEnv, n_workers=2, seed=0)
+    with pytest.raises(WorkerError, match=rf"Worker \d failed:(.|\n)*NaN or infinity in its {where}"):
+        model.learn(100_000)
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+def test_a_nan_gradient_is_not_applied_and_names_the_parameters():
+    from sb3_async.common.worker import NonFiniteError, check_finite_gradients
+
+    good = [("a", th.ones(3)), ("b", th.zeros(2))]
+    check_finite_gradients(good)
+    with pytest.raises(NonFiniteError, match=r"in b\b"):
+        check_finite_gradients([("a", th.ones(3)), ("b", th.tensor([0.0, float("inf")]))])
+
+
+def test_ctrl_c_while_workers_are_being_forked_stops_them_all(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import signal, sys
+            from sb3_async import A3C
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            model = A3C("MlpPolicy", "CartPole-v1", n_workers=16, seed=0)
+            print("starting", flush=True)
+            try:
+                model.learn(100_000_000)
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+                sys.exit(3)
+            """
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert process.stdout.readline().strip() == "starting"
+        time.sleep(0.3)
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 3, err
+        assert "interrupted" in out
+        assert not _wait_until_gone(process.pid, 20)
+    finally:
+        for pid in _session_processes(process.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_fork_failing_part_way_leaves_no_worker(monkeypatch):
+    from multiprocessing.context import ForkProcess
+
+    real_start = ForkProcess.start
+    calls = []
+
+    def start(self):
+        calls.append(self)
+        if len(calls) == 2:
+            raise OSError(12, "Cannot allocate memory")
+        real_start(self)
+
+    monkeypatch.setattr(ForkProcess, "start", start)
+    model = A3C("MlpPolicy", "CartPole-v1", n_workers=2, seed=0)
+    with pytest.raises(OSError, match="Cannot allocate memory"):
+        model.learn(10_000)
+    assert not live_children()

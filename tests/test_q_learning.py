@@ -26,11 +26,13 @@ def _model(algo, n_envs: int = 2, **kwargs):
 @pytest.mark.parametrize("algo", ALGOS)
 def test_target_network_is_updated_at_the_interval(algo):
     model = _model(algo, target_update_interval=1_000)
-    model.learn(10_000)
-    # Once per multiple of 1,000 global steps that T passed, by exactly one worker.
-    assert model.n_target_updates == model.num_timesteps // 1_000 == 10
+    model.learn(10_500)
+    # Once per multiple of 1,000 global steps that T passed, by exactly one worker, after the
+    # update that passed it (none follows the last steps, which end the budget mid-rollout).
+    assert model.num_timesteps == 10_500
+    assert model.n_target_updates == 10
     model.learn(5_000, reset_num_timesteps=False)
-    assert model.n_target_updates == model.num_timesteps // 1_000 == 15
+    assert model.n_target_updates == 15
 
 
 @pytest.mark.parametrize("algo", ALGOS)

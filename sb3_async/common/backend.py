@@ -40,12 +40,22 @@ class WorkerGroup(ABC):
     @property
     @abstractmethod
     def global_steps(self) -> int:
-        """The global step counter ``T``."""
+        """The global step counter ``T``: steps reserved by the workers (taken, or being taken)."""
+
+    @property
+    @abstractmethod
+    def steps_taken(self) -> int:
+        """Steps whose environment step has returned, with the episodes they ended (callbacks follow these)."""
 
     @property
     @abstractmethod
     def finished(self) -> bool:
         """True when every worker has ended normally."""
+
+    @property
+    @abstractmethod
+    def overdue(self) -> bool:
+        """True when some workers still run well after they were asked to stop (or the budget was spent)."""
 
     @abstractmethod
     def allow_up_to(self, handled: int) -> None:

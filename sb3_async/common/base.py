@@ -9,10 +9,16 @@ with a private copy of the parameters that it refreshes from, and applies gradie
 shared model.
 """
 
+import io
+import json
 import os
+import pathlib
+import pickle
 import signal
+import struct
 import threading
 import warnings
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +28,7 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
@@ -114,6 +121,29 @@ def _sigterm_stops_training() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+# The attribute that records which class saved a model (saved with it, as every attribute is).
+_SAVED_BY = "_sb3_async_class"
+
+
+def _saved_data(path: Any) -> dict[str, Any]:
+    """The attributes a model was saved with (the ``data`` entry of SB3's zip file, not deserialized)."""
+    if isinstance(path, (str, pathlib.Path)):
+        file: Any = open_path(path, "r", verbose=0, suffix="zip")
+        position = None
+    else:
+        file, position = path, path.tell()
+    try:
+        with zipfile.ZipFile(file) as archive:
+            return json.loads(archive.read("data").decode())
+    except (zipfile.BadZipFile, KeyError, ValueError, struct.error) as error:
+        raise ValueError(f"{path} is not a model saved by SB3's save() ({type(error).__name__}: {error})") from error
+    finally:
+        if position is None:
+            file.close()
+        else:
+            file.seek(position)
+
+
 class AsyncAlgorithm:
     """
     Hogwild training for an SB3 algorithm. Subclasses implement :meth:`_worker_loop`.
@@ -151,6 +181,7 @@ class AsyncAlgorithm:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
         self.backend = backend
+        setattr(self, _SAVED_BY, type(self).__name__)
         self.n_workers = default_n_workers() if n_workers is None else check_int("n_workers", n_workers, minimum=1)
         if backend == "local":
             check_local_workers(self.n_workers)
@@ -168,6 +199,42 @@ class AsyncAlgorithm:
         if device != "auto" and th.device(device).type != "cpu":
             raise ValueError(f"device={device!r}: asynchronous workers share parameters in CPU memory; use 'cpu' or 'auto'")
         return "cpu", dict(policy_kwargs or {})
+
+    @classmethod
+    def load(
+        cls,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """
+        SB3's ``load``, after checking that ``path`` holds a model of this class (loading another
+        algorithm's file would only fail later, in ``learn``, with an unrelated error) and that
+        the file can be read at all.
+        """
+        data = _saved_data(path)
+        saved_by = data.get(_SAVED_BY)
+        if saved_by is None and "n_workers" not in data:
+            raise ValueError(
+                f"{path} was not saved by an sb3_async algorithm (it holds no n_workers): it comes from another "
+                f"algorithm, such as SB3's DQN or A2C; load it with that algorithm's class, not {cls.__name__}"
+            )
+        if saved_by is not None and saved_by != cls.__name__:
+            raise ValueError(f"{path} holds a model of {saved_by}, not of {cls.__name__}: load it with {saved_by}.load")
+        try:
+            return super().load(  # type: ignore[misc]
+                path, env, device, custom_objects, print_system_info, force_reset, **kwargs
+            )
+        except (zipfile.BadZipFile, struct.error, EOFError, pickle.UnpicklingError) as error:
+            raise ValueError(f"{path} is damaged and cannot be loaded ({type(error).__name__}: {error})") from error
+        except RuntimeError as error:
+            if "PytorchStreamReader" not in str(error) and "zip archive" not in str(error):
+                raise
+            raise ValueError(f"{path} is damaged and cannot be loaded ({error})") from error
 
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
@@ -303,7 +370,7 @@ class AsyncAlgorithm:
                 reports.add(report, self.ep_info_buffer, self.ep_success_buffer)  # type: ignore[attr-defined]
                 self._episode_num += len(report["episodes"])  # type: ignore[has-type]
             self._n_updates = updates_at_start + reports.n_updates
-            if not self._step_callbacks(callback, group.global_steps, reports):
+            if not self._step_callbacks(callback, group.steps_taken, reports):
                 group.request_stop()
                 return
             group.allow_up_to(self.num_timesteps)  # type: ignore[has-type]
@@ -312,7 +379,8 @@ class AsyncAlgorithm:
                 reports.record_stats(self.logger)  # type: ignore[attr-defined]
                 self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")  # type: ignore[attr-defined]
                 self._dump_logs(reports.n_updates, group.copies_done)
-            if group.finished:
+            # An overdue worker (hung in its environment, say) is ended and reported when the group closes.
+            if group.finished or group.overdue:
                 return
 
     def _rollout_steps(self) -> int:

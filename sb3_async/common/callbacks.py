@@ -2,7 +2,7 @@
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_async.common.worker import Worker
+from sb3_async.common.worker import Worker, check_finite_step
 
 __all__ = ["WorkerRolloutCallback"]
 
@@ -10,7 +10,8 @@ __all__ = ["WorkerRolloutCallback"]
 class WorkerRolloutCallback(BaseCallback):
     """
     Handed to SB3's ``collect_rollouts`` inside a worker: refreshes the local parameters from
-    the shared ones at the start of every rollout (θ' = θ), reports finished episodes, and
+    the shared ones at the start of every rollout (θ' = θ), stops on NaN or infinity in what the
+    environment returned, reports finished episodes, and
     reserves each next step of the rollout before SB3 takes it, ending the rollout (returning
     ``False``) when the worker must stop. The caller reserves the rollout's first step.
 
@@ -28,6 +29,7 @@ class WorkerRolloutCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         dones = self.locals["dones"]
+        check_finite_step(self.locals["new_obs"], self.locals["rewards"])
         self._worker.record_step(self.locals["infos"], dones)
         # SB3 counts this step in `n_steps` after the callback: is another step of this rollout to come?
         if self.locals["n_steps"] + 1 < self._n_rollout_steps:

@@ -1,12 +1,38 @@
 """Environment helpers: what a worker can step, and how the given ``env`` argument is read."""
 
+import multiprocessing.connection
+import multiprocessing.util
+import os
+import shutil
+import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gymnasium as gym
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 __all__ = ["PerWorkerSubprocVecEnv", "check_worker_env", "is_env_factory", "rebuild_per_worker_envs", "vec_env_chain"]
+
+
+class _Tee:
+    """Writes to a stream and to a file (an environment process's stderr, kept for its parent)."""
+
+    def __init__(self, stream: Any, path: str) -> None:
+        self._stream = stream
+        self._file = open(path, "w")
+
+    def write(self, text: str) -> int:
+        self._file.write(text)
+        self._file.flush()
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 class PerWorkerSubprocVecEnv(SubprocVecEnv):
@@ -15,6 +41,9 @@ class PerWorkerSubprocVecEnv(SubprocVecEnv):
     sub-processes of its own: pass it (or ``vec_env_cls=PerWorkerSubprocVecEnv`` to
     ``make_vec_env``) where a ``SubprocVecEnv`` is wanted. The main process keeps the original.
 
+    When an environment process dies (its environment raised), ``step`` raises a ``RuntimeError``
+    holding that process's traceback, instead of SB3's bare ``EOFError`` (or waiting for ever).
+
     :param env_fns: callables that each build one environment
     :param start_method: the multiprocessing start method of the sub-processes
     """
@@ -22,7 +51,46 @@ class PerWorkerSubprocVecEnv(SubprocVecEnv):
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], start_method: str | None = None) -> None:
         self.env_fns = list(env_fns)
         self.start_method = start_method
+        self._stderr_dir = tempfile.mkdtemp(prefix="sb3_async-env-")
+        # Runs in each process forked from now on (with "fork": this one's sub-processes).
+        multiprocessing.util.register_after_fork(self, PerWorkerSubprocVecEnv._keep_stderr)
         super().__init__(self.env_fns, start_method)
+
+    def _keep_stderr(self) -> None:
+        sys.stderr = _Tee(sys.stderr, os.path.join(self._stderr_dir, f"{os.getpid()}.err"))
+
+    def step_wait(self) -> VecEnvStepReturn:
+        # Wait for every result, or for an environment process to die, whichever comes first.
+        pending = {remote for remote in self.remotes}
+        sentinels = {process.sentinel: process for process in self.processes}
+        while pending:
+            for ready in multiprocessing.connection.wait([*pending, *sentinels]):
+                if ready in sentinels:
+                    self._raise_for_dead_process(sentinels[ready])
+                pending.discard(ready)  # type: ignore[arg-type]
+        return super().step_wait()
+
+    def _raise_for_dead_process(self, process: Any) -> None:
+        process.join(1.0)
+        index = self.processes.index(process)
+        try:
+            with open(os.path.join(self._stderr_dir, f"{process.pid}.err")) as f:
+                text = f.read()
+        except OSError:
+            text = ""
+        start = text.rfind("Traceback (most recent call last)")
+        output = text[start:] if start >= 0 else text[-4000:]
+        self.closed = True  # SB3's close() would wait for the dead process's answer
+        for other in self.processes:
+            other.terminate()
+        raise RuntimeError(
+            f"the process of environment {index} (pid {process.pid}) died with exit code {process.exitcode}"
+            + (f"; its error:\n{output.strip()}" if output.strip() else "")
+        )
+
+    def close(self) -> None:
+        super().close()
+        shutil.rmtree(self._stderr_dir, ignore_errors=True)
 
 
 def rebuild_per_worker_envs(env: VecEnv) -> tuple[VecEnv, list[VecEnv]]:

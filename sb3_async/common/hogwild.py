@@ -51,6 +51,7 @@ class HogwildWorker(Worker):
         self._context.send("wait")
 
     def record_step(self, infos: list[dict[str, Any]], dones: Any) -> None:
+        self._context.count_taken(len(dones))
         self._reporter.add_step(infos, dones)
 
     def record_update(self, logger: Any) -> None:
@@ -100,8 +101,16 @@ class HogwildGroup(WorkerGroup):
         return self._pool.global_steps
 
     @property
+    def steps_taken(self) -> int:
+        return self._pool.steps_taken
+
+    @property
     def finished(self) -> bool:
         return self._pool.finished
+
+    @property
+    def overdue(self) -> bool:
+        return self._pool.overdue
 
     def allow_up_to(self, handled: int) -> None:
         self._pool.budget.allow_up_to(handled)

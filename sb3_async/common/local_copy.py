@@ -13,11 +13,9 @@ from typing import Any
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
 
-__all__ = ["HogwildOptimizer", "LocalCopy", "NonFiniteGradientError"]
+from sb3_async.common.worker import check_finite_gradients
 
-
-class NonFiniteGradientError(FloatingPointError):
-    """A worker's gradient holds NaN or infinity: the update is not applied."""
+__all__ = ["HogwildOptimizer", "LocalCopy"]
 
 
 class HogwildOptimizer:
@@ -128,18 +126,5 @@ class LocalCopy:
             pulled.copy_(local)
 
     def check_gradients(self) -> None:
-        """
-        Raise :class:`NonFiniteGradientError`, naming the parameters, if a gradient holds NaN or
-        infinity (a sum over all gradients is cheap and turns any of them into NaN or infinity).
-        """
-        grads = [local.grad for local, _, _ in self.parameter_pairs if local.grad is not None]
-        if not grads or th.isfinite(th.stack([g.sum() for g in grads]).sum()):
-            return
-        names = [name for local, _, name in self.parameter_pairs if local.grad is not None and not local.grad.isfinite().all()]
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        raise NonFiniteGradientError(
-            f"the gradient of this update holds NaN or infinity (in {shown}); the update was not applied. "
-            "Usually the loss became NaN because the environment returned NaN or infinite rewards or "
-            "observations (wrap it in stable_baselines3's VecCheckNan to find the first), or the learning "
-            "rate is too high."
-        )
+        """Raise :class:`~sb3_async.common.worker.NonFiniteError` if a gradient holds NaN or infinity."""
+        check_finite_gradients([(name, local.grad) for local, _, name in self.parameter_pairs if local.grad is not None])

@@ -55,13 +55,15 @@ class _Orphaned(BaseException):
 
 class StepBudget:
     """
-    The global step counter ``T``, the limit up to which the main process lets workers step
-    (it follows the callbacks, so that workers do not run ahead of them by more than ``slack``
-    steps) and the stop flag, in shared memory. ``T`` grows under a lock, by reservations made
-    before the steps are taken, so that it never passes the budget by more than one ``VecEnv``
-    step, however many workers race for the last steps.
+    The global step counter ``T``, the count of steps already taken, the limit up to which the main
+    process lets workers step (it follows the callbacks, so that workers do not run ahead of them
+    by more than ``slack`` steps) and the stop flag, in shared memory. ``T`` grows under a lock,
+    by reservations made before the steps are taken, so that it never passes the budget by more
+    than one ``VecEnv`` step however many workers race for the last steps; the steps taken are
+    counted after each step, without a lock (one slot per worker), for the callbacks to follow.
 
     :param context: the multiprocessing context the workers are started with
+    :param n_workers: the number of workers
     :param start: ``T`` now
     :param total: ``T`` at which training ends
     :param slack: how many steps beyond what the main process has handled workers may take
@@ -69,9 +71,11 @@ class StepBudget:
 
     _T, _ALLOWED, _STOP = 0, 1, 2
 
-    def __init__(self, context: Any, start: int, total: int, slack: int) -> None:
+    def __init__(self, context: Any, n_workers: int, start: int, total: int, slack: int) -> None:
         self._values = np.frombuffer(context.RawArray(ctypes.c_int64, 3), dtype=np.int64)
+        self._taken = np.frombuffer(context.RawArray(ctypes.c_int64, n_workers), dtype=np.int64)
         self._lock = context.Lock()
+        self.start = start
         self.total = total
         self.slack = slack
         self._values[self._T] = start
@@ -79,7 +83,16 @@ class StepBudget:
 
     @property
     def global_steps(self) -> int:
+        """``T``: the steps reserved (taken, or being taken)."""
         return int(self._values[self._T])
+
+    @property
+    def steps_taken(self) -> int:
+        """The steps whose environment step has returned."""
+        return self.start + int(self._taken.sum())
+
+    def count_taken(self, worker_id: int, n_steps: int) -> None:
+        self._taken[worker_id] += n_steps
 
     @property
     def stopped(self) -> bool:
@@ -148,6 +161,10 @@ class WorkerContext:
                 waited = True
                 on_wait()
             time.sleep(_WAIT_SLEEP)
+
+    def count_taken(self, n_steps: int) -> None:
+        """Count ``n_steps`` steps that this worker has taken (after they returned)."""
+        self.budget.count_taken(self.worker_id, n_steps)
 
     def send(self, kind: str, payload: Any = None) -> None:
         """Send a message to the main process (never blocks)."""
@@ -249,7 +266,7 @@ class WorkerPool:
             )
         self._mp = mp.get_context("fork")
         self.n_workers = len(seeds)
-        self.budget = StepBudget(self._mp, base_timesteps, total_timesteps, slack)
+        self.budget = StepBudget(self._mp, len(seeds), base_timesteps, total_timesteps, slack)
         self._queue = self._mp.Queue()
         self._target = target
         self._seeds = seeds
@@ -257,6 +274,8 @@ class WorkerPool:
         self._finished: set[int] = set()
         self._errors: dict[int, str] = {}
         self._stack_dir = tempfile.mkdtemp(prefix="sb3_async-")
+        # When the workers were asked to stop, or the budget was spent: they have a grace period from then.
+        self._stopping_since: float | None = None
 
     def __enter__(self) -> "WorkerPool":
         try:
@@ -297,12 +316,27 @@ class WorkerPool:
         return self.budget.global_steps
 
     @property
+    def steps_taken(self) -> int:
+        """The steps whose environment step has returned (callbacks follow these)."""
+        return self.budget.steps_taken
+
+    @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._processes if p.pid is not None]
 
     def request_stop(self) -> None:
         """Ask every worker to stop before its next environment step."""
         self.budget.stop()
+        self._note_stopping()
+
+    def _note_stopping(self) -> None:
+        if self._stopping_since is None:
+            self._stopping_since = time.monotonic()
+
+    @property
+    def overdue(self) -> bool:
+        """True when workers were asked to stop (or the budget was spent) more than ``STOP_GRACE_SECONDS`` ago."""
+        return self._stopping_since is not None and time.monotonic() > self._stopping_since + STOP_GRACE_SECONDS
 
     @property
     def finished(self) -> bool:
@@ -317,6 +351,8 @@ class WorkerPool:
         :raises WorkerError: if a worker raised an exception or died
         """
         messages = self._drain(timeout)
+        if self.budget.stopped or self.budget.global_steps >= self.budget.total:
+            self._note_stopping()
         if not self._errors:
             self._detect_deaths()
         if self._errors:
@@ -362,23 +398,23 @@ class WorkerPool:
                 reason = f"exited with code {code} without reporting an error"
             self._errors[worker_id] = f"worker process {process.pid} {reason}"
 
-    def close(self, grace: float | None = None) -> list[str]:
+    def close(self) -> list[str]:
         """
-        Stop every worker and wait for it. Workers still running after ``grace`` seconds (default
-        ``STOP_GRACE_SECONDS``) are ended: SIGTERM, then SIGKILL. Returns a description, with its
-        stack, of each worker that had to be ended.
+        Stop every worker and wait for it. Workers still running ``STOP_GRACE_SECONDS`` after they
+        were asked to stop (or the budget was spent) are ended: SIGTERM, then SIGKILL. Returns a
+        description, with its stack, of each worker that had to be ended.
         """
-        grace = STOP_GRACE_SECONDS if grace is None else grace
         self.request_stop()
+        assert self._stopping_since is not None
         problems = []
         with deferred_signals():
-            deadline = time.monotonic() + grace
+            deadline = self._stopping_since + STOP_GRACE_SECONDS
             while any(p.is_alive() for p in self._processes) and time.monotonic() < deadline:
                 # Keep reading: a worker cannot exit while its queue feeder still has data to write.
                 self._drain(0.05)
             for worker_id, process in enumerate(self._processes):
                 if process.is_alive():
-                    problems.append(self._end_hung_worker(worker_id, process, grace))
+                    problems.append(self._end_hung_worker(worker_id, process))
             self._drain(0)
         self._queue.close()
         self._queue.join_thread()
@@ -387,7 +423,7 @@ class WorkerPool:
         os.rmdir(self._stack_dir)
         return problems
 
-    def _end_hung_worker(self, worker_id: int, process: Any, grace: float) -> str:
+    def _end_hung_worker(self, worker_id: int, process: Any) -> str:
         stack_file = os.path.join(self._stack_dir, f"worker-{worker_id}.stack")
         stack = ""
         try:
@@ -404,6 +440,6 @@ class WorkerPool:
             process.join()
         where = f"; it was at:\n{stack}" if stack else ""
         return (
-            f"Worker {worker_id} (process {process.pid}) did not stop within {grace:g} s of the stop request "
-            f"and was ended{where}"
+            f"Worker {worker_id} (process {process.pid}) did not stop within {STOP_GRACE_SECONDS:g} s of the end "
+            f"of training and was ended{where}"
         )

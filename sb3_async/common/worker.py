@@ -10,13 +10,53 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
+import torch as th
 from stable_baselines3.common.logger import Logger
 
-__all__ = ["PeriodicCopy", "Worker", "WorkerError"]
+__all__ = ["NonFiniteError", "PeriodicCopy", "Worker", "WorkerError", "check_finite_gradients", "check_finite_step"]
 
 
 class WorkerError(RuntimeError):
     """A worker raised an exception, died or hung; the message holds its traceback or what happened."""
+
+
+class NonFiniteError(FloatingPointError):
+    """NaN or infinity in what an environment returned, or in a gradient: the worker stops before it spreads."""
+
+
+def _non_finite_envs(values: Any) -> list[int]:
+    if isinstance(values, dict):
+        return sorted({i for value in values.values() for i in _non_finite_envs(value)})
+    values = np.asarray(values)
+    if values.dtype.kind != "f" or np.isfinite(values).all():
+        return []
+    return np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1)).tolist()
+
+
+def check_finite_step(observations: Any, rewards: np.ndarray) -> None:
+    """Raise :class:`NonFiniteError` if an environment returned NaN or infinity in its observation or reward."""
+    for what, values in (("observations", observations), ("rewards", rewards)):
+        envs = _non_finite_envs(values)
+        if envs:
+            raise NonFiniteError(
+                f"the environment returned NaN or infinity in its {what} (environments {envs} of this worker's VecEnv); "
+                "training stopped before it reached the model"
+            )
+
+
+def check_finite_gradients(named_gradients: list[tuple[str, th.Tensor]]) -> None:
+    """
+    Raise :class:`NonFiniteError`, naming the parameters, if a gradient holds NaN or infinity (one
+    sum over all gradients is cheap, and turns any NaN or infinity in them into NaN or infinity).
+    """
+    if not named_gradients or th.isfinite(th.stack([g.sum() for _, g in named_gradients]).sum()):
+        return
+    names = [name for name, g in named_gradients if not g.isfinite().all()]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    raise NonFiniteError(
+        f"the gradient of this update holds NaN or infinity (in {shown}); the update was not applied. "
+        "The loss became NaN or infinite: a learning rate too high, or extreme rewards or observations"
+    )
 
 
 class PeriodicCopy:
@@ -68,7 +108,7 @@ class Worker(ABC):
 
     @abstractmethod
     def record_step(self, infos: list[dict[str, Any]], dones: np.ndarray) -> None:
-        """Report the episodes that ended at this step (``Monitor``'s ``info["episode"]``)."""
+        """Count a step as taken and report the episodes that ended at it (``Monitor``'s ``info["episode"]``)."""
 
     @abstractmethod
     def record_update(self, logger: Logger) -> None:

@@ -1,7 +1,7 @@
 """What the paper's three value-based methods share: rollouts, exploration, target network, loss.
 
 Each worker acts ε-greedily with its local copy θ' of the shared online network, collects a
-:class:`Rollout` of up to ``rollout_length`` steps, forms a target for every step from the shared
+:class:`Rollout` of ``rollout_length`` steps of each of its environments, forms a target for every step from the shared
 target network θ⁻ (:meth:`AsyncQLearning._targets`, the one thing the three methods differ in),
 and applies the gradient of the loss of the whole rollout to the shared θ (for the one-step
 methods this is the paper's gradient accumulated over I_AsyncUpdate steps).
@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from sb3_async.common.base import DEFAULT_RMS_PROP_EPS, AsyncAlgorithm
 from sb3_async.common.validation import check_float, check_int, check_learning_rate
-from sb3_async.common.worker import PeriodicCopy, Worker
+from sb3_async.common.worker import PeriodicCopy, Worker, check_finite_step
 from sb3_async.q_learning.policies import PaperCnnPolicy
 
 __all__ = ["AsyncQLearning", "Rollout", "select_rows"]
@@ -374,9 +374,14 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
             self.policy.set_training_mode(False)
             epsilon = self._epsilon(final_eps, worker.global_steps)
             observations, next_observations, steps = [], [], []
-            action = self._first_actions(obs, epsilon)
-            while True:
+            for t in range(self.rollout_length):
+                # A rollout cut short by the end of training is not trained on (as SB3 and A3C do).
+                if t > 0 and not worker.reserve(n_envs):
+                    self._last_obs = obs
+                    return
+                action = self._first_actions(obs, epsilon) if t == 0 else self._act(obs, epsilon)
                 new_obs, reward, done, infos = self.env.step(action)
+                check_finite_step(new_obs, reward)
                 # Kept for the whole rollout: a VecEnv may hand out the same buffer every step.
                 new_obs = _copy(new_obs)
                 worker.record_step(infos, done)
@@ -385,11 +390,6 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
                 observations.append(obs)
                 next_observations.append(_with_terminal_observations(new_obs, done, infos))
                 obs = new_obs
-                # The paper's rollout also ends with the episode; with several envs it cannot
-                # for all of them, and returns are cut at each env's episode end instead.
-                if len(steps) == self.rollout_length or (n_envs == 1 and done[0]) or not worker.reserve(n_envs):
-                    break
-                action = self._act(obs, epsilon)
             actions, rewards, dones, terminated = (np.stack(column) for column in zip(*steps))
             rollout = Rollout(observations, actions, rewards, dones, terminated, next_observations, obs, epsilon)
             self._train_on_rollout(worker, rollout)

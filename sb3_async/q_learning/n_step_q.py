@@ -14,11 +14,12 @@ class AsyncNStepQ(AsyncQLearning):
     Asynchronous n-step Q-learning, Algorithm S2 of Mnih et al. 2016,
     "Asynchronous Methods for Deep Reinforcement Learning" (https://arxiv.org/abs/1602.01783).
 
-    Each worker collects up to ``n_steps`` steps (t_max; the rollout also ends with the episode
-    when the worker has one environment), then regresses every step's Q(s, a) towards its
-    n-step return ``r_t + gamma r_{t+1} + ... + gamma^k max_a Q(s_{t+k}, a; target)``, cut at
-    episode ends (no bootstrap after termination; a time-limit truncation bootstraps from the
-    terminal observation).
+    Each worker collects ``n_steps`` steps (t_max) of each of its environments, then regresses
+    every step's Q(s, a) towards its n-step return
+    ``r_t + gamma r_{t+1} + ... + gamma^k max_a Q(s_{t+k}, a; target)``, cut at episode ends
+    (no bootstrap after termination; a time-limit truncation bootstraps from the terminal
+    observation). The paper's rollout stops at an episode's end; here rollouts have a fixed
+    length and cross episode ends, as A3C's (and A2C's) do: the returns are the same.
 
     :param policy: SB3's DQN policies: MlpPolicy, CnnPolicy, MultiInputPolicy
     :param env: The environment to learn from (an env id, a callable returning an env, an env or a VecEnv)

@@ -16,8 +16,8 @@ class AsyncOneStepQ(AsyncQLearning):
 
     Each step's target is ``r + gamma * max_a' Q(s', a'; target)`` (``r`` alone where the episode
     terminated; a time-limit truncation bootstraps from the terminal observation). The gradients
-    of ``async_update_freq`` steps, or of the steps up to an episode's end with one environment
-    per worker, are accumulated and then applied to the shared network.
+    of ``async_update_freq`` steps of each of the worker's environments are accumulated and then
+    applied to the shared network (the paper also applies them at an episode's end).
 
     :param policy: SB3's DQN policies: MlpPolicy, CnnPolicy, MultiInputPolicy
     :param env: The environment to learn from (an env id, a callable returning an env, an env or a VecEnv)

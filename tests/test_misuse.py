@@ -1,0 +1,125 @@
+"""Bad inputs and misuse get a clear error that says what is wrong (issue 11's sweep)."""
+
+import threading
+import zipfile
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from stable_baselines3 import A2C, DQN
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_async import A3C, AsyncNStepQ, AsyncOneStepQ
+from sb3_async.common.base import MAX_WORKERS_PER_CPU, default_n_workers
+
+
+def test_far_more_workers_than_cpus_is_refused_and_more_than_cpus_warned():
+    cpus = default_n_workers()
+    with pytest.raises(ValueError, match=rf"n_workers={MAX_WORKERS_PER_CPU * cpus + 1} is more than"):
+        A3C("MlpPolicy", "CartPole-v1", n_workers=MAX_WORKERS_PER_CPU * cpus + 1)
+    with pytest.raises(ValueError, match="n_workers=10000"):
+        AsyncNStepQ("MlpPolicy", "CartPole-v1", n_workers=10_000)
+    with pytest.warns(UserWarning, match="more than the .* usable CPUs"):
+        A3C("MlpPolicy", "CartPole-v1", n_workers=cpus + 1)
+
+
+class _StopWhenAsked(BaseCallback):
+    def __init__(self, started: threading.Event, stop: threading.Event):
+        super().__init__()
+        self.started, self.stop = started, stop
+
+    def _on_step(self) -> bool:
+        self.started.set()
+        return not self.stop.is_set()
+
+
+@pytest.mark.parametrize("algo", [A3C, AsyncNStepQ], ids=lambda algo: algo.__name__)
+def test_a_second_learn_on_the_same_model_at_once_is_refused(algo):
+    model = algo("MlpPolicy", "CartPole-v1", n_workers=2, seed=0)
+    started, stop = threading.Event(), threading.Event()
+    errors = []
+
+    def first():
+        try:
+            model.learn(10_000_000, callback=_StopWhenAsked(started, stop))
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert started.wait(60)
+        with pytest.raises(RuntimeError, match="learn\\(\\) is already running on this"):
+            model.learn(1_000)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not errors
+    model.learn(500)  # and once the first returned, learn works again
+
+
+def test_value_based_methods_refuse_a_tuple_observation_space_at_construction():
+    env = gym.make("CartPole-v1")
+    env.observation_space = gym.spaces.Tuple((env.observation_space, env.observation_space))
+    with pytest.raises(NotImplementedError, match="Tuple"):
+        AsyncOneStepQ("MlpPolicy", env)
+
+
+@pytest.mark.parametrize(
+    "other, ours",
+    [(DQN, AsyncNStepQ), (A2C, A3C)],
+    ids=["DQN-file-into-AsyncNStepQ", "A2C-file-into-A3C"],
+)
+def test_loading_another_algorithms_file_says_so(other, ours, tmp_path):
+    other("MlpPolicy", "CartPole-v1").save(tmp_path / "model")
+    with pytest.raises(ValueError, match="was not saved by an sb3_async algorithm"):
+        ours.load(tmp_path / "model")
+
+
+def test_loading_a_file_of_another_of_our_algorithms_names_the_right_class(tmp_path):
+    AsyncOneStepQ("MlpPolicy", "CartPole-v1", n_workers=2).save(tmp_path / "model")
+    with pytest.raises(
+        ValueError, match=r"holds a model of AsyncOneStepQ, not of AsyncNStepQ: load it with AsyncOneStepQ\.load"
+    ):
+        AsyncNStepQ.load(tmp_path / "model")
+    AsyncOneStepQ.load(tmp_path / "model")
+
+
+def test_a_damaged_file_says_it_is_damaged(tmp_path):
+    A3C("MlpPolicy", "CartPole-v1", n_workers=2).save(tmp_path / "model.zip")
+    with zipfile.ZipFile(tmp_path / "model.zip") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members["policy.pth"] = members["policy.pth"][: len(members["policy.pth"]) // 2]
+    with zipfile.ZipFile(tmp_path / "damaged.zip", "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    with pytest.raises(ValueError, match="is damaged and cannot be loaded"):
+        A3C.load(tmp_path / "damaged.zip")
+    (tmp_path / "junk.zip").write_bytes(b"not a zip file at all")
+    with pytest.raises(ValueError, match="is not a model saved by SB3's save"):
+        A3C.load(tmp_path / "junk.zip")
+
+
+def test_exploration_follows_a_fraction_of_each_budget_by_default():
+    model = AsyncNStepQ("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2), n_workers=2, seed=0, exploration_final_eps=0.05)
+    assert model.exploration_fraction == 0.1 and model.exploration_steps is None
+    model.learn(2_000)
+    # DQN's schedule: from 1 to the final value over the first 10% of this learn() call.
+    assert model._epsilon(0.05, 0) == 1.0
+    assert model._epsilon(0.05, 100) == pytest.approx(1.0 - 0.5 * 0.95)
+    assert model._epsilon(0.05, 1_500) == pytest.approx(0.05)
+    assert model.exploration_rate == pytest.approx(0.05)
+    paper = AsyncNStepQ("MlpPolicy", "CartPole-v1", n_workers=2, exploration_steps=1_000)
+    assert paper.exploration_fraction is None
+    with pytest.raises(ValueError, match="give one of them"):
+        AsyncNStepQ("MlpPolicy", "CartPole-v1", exploration_steps=1_000, exploration_fraction=0.2)
+
+
+def test_observations_of_nan_are_caught_in_the_rollout_not_in_the_network():
+    from sb3_async.common.worker import NonFiniteError, check_finite_step
+
+    check_finite_step(np.zeros((2, 3)), np.zeros(2))
+    check_finite_step(np.zeros((2, 84, 84), dtype=np.uint8), np.zeros(2))
+    with pytest.raises(NonFiniteError, match=r"observations \(environments \[1\]"):
+        check_finite_step({"a": np.array([[0.0], [np.inf]])}, np.zeros(2))
