@@ -180,6 +180,10 @@ class AsyncAlgorithm:
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+        if backend == "ray":
+            from sb3_async.common.ray_backend import require_ray
+
+            require_ray()
         self.backend = backend
         setattr(self, _SAVED_BY, type(self).__name__)
         self.n_workers = default_n_workers() if n_workers is None else check_int("n_workers", n_workers, minimum=1)
@@ -235,6 +239,10 @@ class AsyncAlgorithm:
             if "PytorchStreamReader" not in str(error) and "zip archive" not in str(error):
                 raise
             raise ValueError(f"{path} is damaged and cannot be loaded ({error})") from error
+
+    def _excluded_save_params(self) -> list[str]:
+        # The workers of a learn() in progress (a checkpoint may be saved meanwhile).
+        return [*super()._excluded_save_params(), "_worker_group"]  # type: ignore[misc]
 
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
@@ -353,10 +361,12 @@ class AsyncAlgorithm:
         try:
             group = make_worker_group(self.backend, self, seeds, self.num_timesteps, total_timesteps, slack)  # type: ignore[has-type]
             with group:
+                self._worker_group = group
                 self._supervise(group, callback, log_interval)
             self.num_timesteps = max(self.num_timesteps, group.global_steps)
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)  # type: ignore[attr-defined]
         finally:
+            self.__dict__.pop("_worker_group", None)
             th.set_num_threads(torch_threads)
             self._workers_done({} if group is None else group.copies_done)
 

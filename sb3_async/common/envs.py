@@ -51,6 +51,8 @@ class PerWorkerSubprocVecEnv(SubprocVecEnv):
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], start_method: str | None = None) -> None:
         self.env_fns = list(env_fns)
         self.start_method = start_method
+        # A worker forked from the process that built this one must start sub-processes of its own.
+        self.creator_pid = os.getpid()
         self._stderr_dir = tempfile.mkdtemp(prefix="sb3_async-env-")
         # Runs in each process forked from now on (with "fork": this one's sub-processes).
         multiprocessing.util.register_after_fork(self, PerWorkerSubprocVecEnv._keep_stderr)
@@ -103,7 +105,7 @@ def rebuild_per_worker_envs(env: VecEnv) -> tuple[VecEnv, list[VecEnv]]:
     created: list[VecEnv] = []
     parent: VecEnv | None = None
     for wrapper in list(vec_env_chain(env)):
-        if isinstance(wrapper, PerWorkerSubprocVecEnv):
+        if isinstance(wrapper, PerWorkerSubprocVecEnv) and wrapper.creator_pid != os.getpid():
             # fork: a forked worker inherits the main process's forkserver bookkeeping, which
             # it cannot use (the server is not its child), and spawn would re-import everything.
             fresh = PerWorkerSubprocVecEnv(wrapper.env_fns, "fork")

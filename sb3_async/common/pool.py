@@ -30,7 +30,7 @@ import torch as th
 
 from sb3_async.common.worker import WorkerError
 
-__all__ = ["StepBudget", "WorkerContext", "WorkerPool"]
+__all__ = ["StepBudget", "WorkerContext", "WorkerPool", "die_with_parent"]
 
 # How often (in calls to ``reserve``) a worker checks that its parent is still alive.
 _PARENT_CHECK_EVERY = 64
@@ -40,7 +40,7 @@ _WAIT_SLEEP = 0.0005
 STOP_GRACE_SECONDS = 10.0
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask the kernel to kill this process when its parent dies (Linux); elsewhere a no-op."""
     if not sys.platform.startswith("linux"):
         return
@@ -177,11 +177,11 @@ class WorkerContext:
 
 
 def _worker_entry(target: Callable[[WorkerContext], None], context: WorkerContext) -> None:
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != context._parent_pid:  # the main process died before the line above
         os._exit(1)
     # Whatever this worker forks (its environments' sub-processes) dies with it too.
-    multiprocessing.util.register_after_fork(_die_with_parent, lambda _: _die_with_parent())
+    multiprocessing.util.register_after_fork(die_with_parent, lambda _: die_with_parent())
     # Ctrl-C reaches the whole process group; the main process alone decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # SIGTERM (close() ending a worker that did not stop): unwind, closing the environments.

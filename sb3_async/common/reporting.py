@@ -70,15 +70,13 @@ class WorkerReporter:
         """Send what was collected since the last message, if anything."""
         self._last_send = time.monotonic()
         if self._episodes or self._successes or self._n_updates:
-            self._send(
-                {
-                    "episodes": self._episodes,
-                    "successes": self._successes,
-                    "stats": self._stats,
-                    "n_updates": self._n_updates,
-                }
-            )
-            self._reset()
+            self._send(self.collect())
+
+    def collect(self) -> dict[str, Any]:
+        """What was collected since the last message, as one report (and start afresh)."""
+        report = {"episodes": self._episodes, "successes": self._successes, "stats": self._stats, "n_updates": self._n_updates}
+        self._reset()
+        return report
 
 
 class ReportAggregator:
