@@ -4,8 +4,11 @@ Every hyperparameter of the ``atari`` entries of zoo_configs/ (optimizer, its ep
 rate schedule, t_max, environments per worker, entropy, clipping) is used as shipped, with a small
 CNN for MinAtar's 10x10 images (see benchmarks/minatar.py). This is the check that would have
 caught the paper's epsilon of 0.1 under SB3's mean losses. Measured at 600k steps with 2 workers
-(mean score of the last 100 training games; random play scores about 0.4): A3C 5.2 (seeds 0-2:
-see the issue notes), n-step Q ...; with epsilon 0.1 A3C scored ... and n-step Q ....
+(mean score of the last 100 training games; random play scores about 0.4), with the shipped
+epsilon 1e-5: A3C 5.23, 5.64, 4.82 (seeds 0, 1, 2), n-step Q 2.36, 2.26 (seeds 0, 1); with the
+paper's 0.1 (seed 0): A3C 0.45, n-step Q 0.07. The one-step methods share n-step Q's optimizer
+settings. Commands: ``python -m benchmarks.minatar --algo a3c --timesteps 600000 --seeds 0 1 2``
+(and ``-params "policy_kwargs:'dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=0.1))'"``).
 """
 
 import pytest
@@ -14,7 +17,7 @@ from benchmarks.minatar import run
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo, threshold", [("a3c", 2.5), ("async_nstep_q", 1.5)])
+@pytest.mark.parametrize("algo, threshold", [("a3c", 2.5), ("async_nstep_q", 1.2)])
 def test_atari_entry_settings_learn_minatar_breakout(algo, threshold):
     result = run(algo, timesteps=600_000, seed=0)
     assert result["mean100"] >= threshold, result
