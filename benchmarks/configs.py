@@ -26,6 +26,8 @@ class Config:
     algo: str
     settings_of: str
     torch_threads: int | None = None
+    #: Hyperparameters set on top of the file's (as the zoo's -params).
+    overrides: tuple[tuple[str, Any], ...] = ()
 
     @property
     def hyperparams_file(self) -> str | None:
@@ -55,6 +57,10 @@ CONFIGS: dict[str, Config] = {
         Config("a2c_1thread", "A2C (1 torch thread)", "a2c", "a2c", torch_threads=1),
         Config("a3c@a2c", "A3C (A2C's settings)", "a3c", "a2c"),
         Config("a3c", "A3C", "a3c", "a3c"),
+        Config("a3c@ray", "A3C (Ray backend)", "a3c", "a3c", overrides=(("backend", "ray"),)),
+        Config(
+            "async_nstep_q@ray", "n-step Q (Ray backend)", "async_nstep_q", "async_nstep_q", overrides=(("backend", "ray"),)
+        ),
         Config("async_nstep_q", "n-step Q", "async_nstep_q", "async_nstep_q"),
         Config("async_onestep_q", "1-step Q", "async_onestep_q", "async_onestep_q"),
         Config("async_onestep_sarsa", "1-step Sarsa", "async_onestep_sarsa", "async_onestep_sarsa"),
@@ -84,6 +90,7 @@ def experiment(
 
     register()
     config = config_of(key)
+    overrides = {**dict(config.overrides), **(overrides or {})}
     return ExperimentManager(
         argparse.Namespace(),
         config.algo,
@@ -92,7 +99,7 @@ def experiment(
         n_timesteps=n_timesteps,
         eval_freq=-1,
         seed=seed,
-        hyperparams=dict(overrides) if overrides else None,
+        hyperparams=overrides or None,
         config=config.hyperparams_file,
         verbose=0,
         device="cpu",

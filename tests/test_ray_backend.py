@@ -204,3 +204,14 @@ def test_without_ray_installed_the_error_names_the_extra(monkeypatch):
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="backend must be one of 'local', 'ray'"):
         A3C("MlpPolicy", "CartPole-v1", backend="dask")
+
+
+def test_the_zoo_trains_with_the_ray_backend(tmp_path):
+    """-params backend:"'ray'": the zoo's VecEnv (Monitor files) travels to the actors; the main process writes the CSV."""
+    command = [sys.executable, "-m", "sb3_async.zoo", "train", "--algo", "a3c", "--env", "CartPole-v1", "-n", "4000"]
+    command += ["-f", "logs", "-params", "backend:'ray'", "n_workers:2"]
+    subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, text=True, timeout=600)
+    run = tmp_path / "logs" / "a3c" / "CartPole-v1_1"
+    assert (run / "CartPole-v1.zip").is_file()
+    episodes = sum(len(path.read_text().splitlines()) - 2 for path in run.glob("*.monitor.csv"))
+    assert episodes > 10

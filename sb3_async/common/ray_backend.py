@@ -325,6 +325,37 @@ class _WorkerActorBody:
 # --- in the main process -----------------------------------------------------------------------
 
 
+class _MonitorFiles:
+    """
+    The main process's ``Monitor`` CSV files (rl_zoo3's plots read them): forked workers write to
+    them directly; actors cannot, so the main process writes the episodes they report.
+    """
+
+    def __init__(self, env: Any) -> None:
+        from stable_baselines3.common.monitor import Monitor
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        self._monitors = []
+        for vec_env in vec_env_chain(env):
+            if isinstance(vec_env, DummyVecEnv):
+                for inner in vec_env.envs:
+                    while not isinstance(inner, Monitor) and hasattr(inner, "env"):
+                        inner = inner.env
+                    if isinstance(inner, Monitor) and inner.results_writer is not None:
+                        self._monitors.append(inner)
+        self._next = 0
+
+    def write(self, episodes: list[dict[str, Any]]) -> None:
+        for episode in episodes:
+            if not self._monitors:
+                return
+            monitor = self._monitors[self._next % len(self._monitors)]
+            self._next += 1
+            assert monitor.results_writer is not None
+            row = {key: value for key, value in episode.items() if key in ("r", "l")}
+            monitor.results_writer.write_row({**row, "t": round(time.time() - monitor.t_start, 6)})
+
+
 class RayGroup(WorkerGroup):
     """
     The main process's side of the Ray backend: starts the actors, applies their gradients, grants
@@ -362,6 +393,7 @@ class RayGroup(WorkerGroup):
         self._stopping_since: float | None = None
         self._allowed = base_timesteps + slack
         self._normalizers = [n for n in vec_env_chain(algorithm.env) if isinstance(n, VecNormalize)]
+        self._monitor_files = _MonitorFiles(algorithm.env)
         #: Updates applied, bytes received (gradients) and sent (parameters) in this run.
         self.n_applied = 0
         self.bytes_in = 0
@@ -506,6 +538,8 @@ class RayGroup(WorkerGroup):
         self._taken[worker_id] += message["taken"]
         self._merge_normalization(message.get("normalization") or [])
         report = message.get("report")
+        if report is not None:
+            self._monitor_files.write(report["episodes"])
         if kind == "update":
             self._apply(message, report)
             self._acknowledged[worker_id] += 1
