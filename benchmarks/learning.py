@@ -110,6 +110,17 @@ class Snapshots(BaseCallback):
             self._take()
 
 
+class StopWhenReached(BaseCallback):
+    """Stops training once the given :class:`Snapshots` saw its training threshold reached."""
+
+    def __init__(self, snapshots: Snapshots) -> None:
+        super().__init__()
+        self.snapshots = snapshots
+
+    def _on_step(self) -> bool:
+        return self.snapshots.train_hit is None
+
+
 class StopAfterSeconds(BaseCallback):
     """Stops training ``seconds`` after it started (a wall-clock budget instead of a step budget)."""
 
@@ -136,6 +147,7 @@ def run(
     train_threshold: float | None = None,
     max_seconds: float | None = None,
     snapshot_seconds: float | None = None,
+    stop_at_threshold: bool = False,
 ) -> dict[str, Any]:
     """
     Train ``algo`` (a zoo key, or another key of ``benchmarks.configs.CONFIGS`` such as ``a3c@a2c``)
@@ -143,6 +155,7 @@ def run(
 
     :param max_seconds: stop training after this many seconds (or at ``n_timesteps``, whichever is first)
     :param snapshot_seconds: take snapshots every this many seconds instead of every ``snapshot_every`` steps
+    :param stop_at_threshold: stop training once the mean of the last 100 training episodes reaches ``train_threshold``
     """
     overrides = dict(overrides or {})
     with tempfile.TemporaryDirectory() as folder:
@@ -150,6 +163,8 @@ def run(
         model, _ = manager.setup_experiment()
         snapshots = Snapshots(snapshot_every, train_threshold, snapshot_seconds, max_seconds)
         callbacks: list[BaseCallback] = [snapshots] if max_seconds is None else [snapshots, StopAfterSeconds(max_seconds)]
+        if stop_at_threshold:
+            callbacks.append(StopWhenReached(snapshots))
         start = time.perf_counter()
         model.learn(n_timesteps, callback=CallbackList(callbacks))
         train_seconds = time.perf_counter() - start

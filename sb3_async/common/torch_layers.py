@@ -35,6 +35,8 @@ class PaperCNN(BaseFeaturesExtractor):
         with th.no_grad():
             n_flatten = self.cnn(th.as_tensor(observation_space.sample()[None]).float()).shape[1]
         self.linear = nn.Sequential(nn.Linear(n_flatten, features_dim), nn.ReLU())
+        # Channels-last convolutions are about a fifth faster on CPUs (oneDNN); the result is the same.
+        self.cnn.to(memory_format=th.channels_last)
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
-        return self.linear(self.cnn(observations))
+        return self.linear(self.cnn(observations.contiguous(memory_format=th.channels_last)))
