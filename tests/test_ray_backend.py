@@ -146,9 +146,9 @@ def test_an_env_that_cannot_be_sent_says_what_to_pass_instead(cluster):
     model = A3C("MlpPolicy", make_vec_env(_Unpicklable, n_envs=1), n_workers=2, backend="ray")
     with pytest.raises(ValueError, match="pass the environment as an env id or as a callable"):
         model.learn(1_000)
-    # An env id or a callable works: each actor builds its own.
+    # An env id or a callable works, even when what it builds cannot be pickled: each actor builds its own.
     A3C("MlpPolicy", "CartPole-v1", n_workers=2, backend="ray").learn(500)
-    A3C("MlpPolicy", lambda: gym.make("CartPole-v1"), n_workers=2, backend="ray").learn(500)
+    A3C("MlpPolicy", _Unpicklable, n_workers=2, backend="ray").learn(500)
 
 
 class _CrashingEnv(gym.Wrapper):

@@ -124,6 +124,7 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
         check_bool("normalize_advantage", normalize_advantage)
         check_bool("use_sde", use_sde)
         check_int("sde_sample_freq", sde_sample_freq)
+        self._remember_env_source(env)
         device, policy_kwargs = self._init_async(
             n_workers=n_workers,
             backend=backend,

@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from sb3_async.common.backend import BACKENDS, WorkerGroup, make_worker_group
 from sb3_async.common.envs import check_worker_env, is_env_factory, rebuild_per_worker_envs
@@ -242,7 +242,23 @@ class AsyncAlgorithm:
 
     def _excluded_save_params(self) -> list[str]:
         # The workers of a learn() in progress (a checkpoint may be saved meanwhile).
-        return [*super()._excluded_save_params(), "_worker_group"]  # type: ignore[misc]
+        return [*super()._excluded_save_params(), "_worker_group", "_env_source"]  # type: ignore[misc]
+
+    def _remember_env_source(self, env: Any) -> None:
+        """Keep an env id or factory: workers elsewhere (backend='ray') build their own env from it."""
+        self._env_source = env if isinstance(env, str) or is_env_factory(env) else None
+
+    def _build_env_from_source(self) -> None:
+        """In a Ray actor: the environment, built as the constructor built it from the env id or factory."""
+        env = self._wrap_env(maybe_make_env(self._env_source, self.verbose), self.verbose)  # type: ignore[attr-defined]
+        self.env = env
+        self._vec_normalize_env = unwrap_vec_normalize(env)
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """SB3's ``set_env``, also for env ids and env factories (kept for workers on other machines)."""
+        self._remember_env_source(env)
+        env = maybe_make_env(env, self.verbose)  # type: ignore[attr-defined]
+        super().set_env(self._wrap_env(env, self.verbose), force_reset)  # type: ignore[misc]
 
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:

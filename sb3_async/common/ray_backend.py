@@ -294,6 +294,8 @@ class _WorkerActorBody:
         multiprocessing.util.register_after_fork(die_with_parent, lambda _: die_with_parent())
         th.set_num_threads(1)
         self._algorithm = portable.loads(payload)
+        if self._algorithm.env is None:
+            self._algorithm._build_env_from_source()
         self._mailbox = _Mailbox()
         self._worker = RayWorker(self._algorithm, self._mailbox, worker_id, seed, total_timesteps)
         self._thread: threading.Thread | None = None
@@ -429,9 +431,16 @@ class RayGroup(WorkerGroup):
             self._send(worker_id)
 
     def _payload(self) -> bytes:
-        """The algorithm, pickled for the actors (without what belongs to the main process only)."""
+        """
+        The algorithm, pickled for the actors (without what belongs to the main process only). When
+        the environment was given as an env id or a callable, that travels instead of the env, and
+        each actor builds its own.
+        """
         algorithm = self._algorithm
-        kept = {name: algorithm.__dict__.get(name) for name in ("_logger", "_custom_logger") if name in algorithm.__dict__}
+        left_out = ["_logger", "_custom_logger"]
+        if algorithm._env_source is not None:
+            left_out += ["env", "_vec_normalize_env"]
+        kept = {name: algorithm.__dict__[name] for name in left_out if name in algorithm.__dict__}
         for name in kept:
             algorithm.__dict__[name] = None
         try:

@@ -196,6 +196,7 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
             check_float("exploration_fraction", exploration_fraction, 0.0, 1.0)
         if loss not in _LOSSES:
             raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {loss!r}")
+        self._remember_env_source(env)
         device, policy_kwargs = self._init_async(
             n_workers=n_workers,
             backend=backend,
