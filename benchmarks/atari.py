@@ -162,7 +162,12 @@ def train(run_dir: Path, state: dict[str, Any], minutes: float | None, checkpoin
     remaining = state["timesteps"] - model.num_timesteps
     if remaining > 0:
         log = RunLog(run_dir, state, 60 * checkpoint_minutes, None if minutes is None else 60 * minutes)
-        model.learn(remaining, callback=CallbackList([log]), reset_num_timesteps=False, log_interval=None)
+        try:
+            model.learn(remaining, callback=CallbackList([log]), reset_num_timesteps=False, log_interval=None)
+        except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C or SIGTERM (pausing the run): the workers are stopped; keep what they learned.
+            log.checkpoint()
+            raise
     if model.num_timesteps >= state["timesteps"] and "final_eval" not in state:
         state["final_eval"] = evaluate(manager, model, state)
         _write_json(run_dir / _STATE, state)
