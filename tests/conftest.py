@@ -1,4 +1,5 @@
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -7,32 +8,31 @@ import pytest
 _PYTHON_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 
 
-def _is_python_helper(pid: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline") as f:
-            command = f.read()
-    except OSError:
-        return False
-    return any(helper in command for helper in _PYTHON_HELPERS)
-
-
-def live_children(pid: int | None = None) -> list[int]:
-    """Pids of the live (non-zombie) child processes of ``pid`` (default: this process), from /proc."""
-    pid = os.getpid() if pid is None else pid
-    children = []
+def live_processes() -> Iterator[tuple[int, list[str], bytes]]:
+    """``(pid, stat fields after the command name, command line)`` of every live (non-zombie) process, from /proc."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
+                # The command name may hold spaces; the fields after its closing parenthesis do not.
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read()
         except OSError:
             continue
-        # The command name may hold spaces; the fields after its closing parenthesis do not.
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == pid and state != "Z" and not _is_python_helper(entry):
-            children.append(int(entry))
-    return children
+        if fields[0] != "Z":
+            yield int(entry), fields, command
+
+
+def live_children(pid: int | None = None) -> list[int]:
+    """Pids of the live (non-zombie) child processes of ``pid`` (default: this process), from /proc."""
+    pid = os.getpid() if pid is None else pid
+    return [
+        child
+        for child, fields, command in live_processes()
+        if int(fields[1]) == pid and not any(helper.encode() in command for helper in _PYTHON_HELPERS)
+    ]
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_async import A3C, WorkerError
-from tests.conftest import live_children
+from tests.conftest import live_children, live_processes
 
 
 class CrashingEnv(gym.Wrapper):
@@ -210,19 +210,8 @@ _PER_WORKER_SCRIPT = textwrap.dedent(
 
 
 def _session_processes(session_id: int) -> list[int]:
-    """Live (non-zombie) processes of a session, from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session_id and fields[0] != "Z":
-            found.append(int(entry))
-    return found
+    """Live (non-zombie) processes of a session."""
+    return [pid for pid, fields, _ in live_processes() if int(fields[3]) == session_id]
 
 
 def _wait_until_gone(session_id: int, seconds: float) -> list[int]:

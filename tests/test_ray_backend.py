@@ -5,7 +5,6 @@ connects to it as a user connects to an existing cluster (``ray.init(address=...
 sb3-async must use and never shut down.
 """
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_async import A3C, AsyncNStepQ, AsyncOneStepQ, AsyncOneStepSarsa, WorkerError
+from tests.conftest import live_processes
 
 ray = pytest.importorskip("ray")
 
@@ -46,18 +46,7 @@ def _alive_actors(wait: float = 10.0) -> list[int]:
 
 
 def _actor_processes() -> list[int]:
-    alive = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                command = f.read()
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if command.startswith(b"ray::_WorkerActorBody") and state != "Z":
-            alive.append(int(entry))
-    return alive
+    return [pid for pid, _, command in live_processes() if command.startswith(b"ray::_WorkerActorBody")]
 
 
 @pytest.mark.slow
