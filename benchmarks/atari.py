@@ -31,6 +31,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from benchmarks.configs import experiment
+from sb3_async.common.cpus import usable_cpus
 from sb3_async.zoo import ALGOS
 
 __all__ = ["main", "parse_params", "read_episodes", "rolling_mean"]
@@ -240,7 +241,7 @@ def _plot(run_dir: Path, state: dict[str, Any], episodes: np.ndarray, window: in
 
 
 def _machine() -> str:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = usable_cpus()
     model = "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:

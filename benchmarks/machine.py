@@ -7,16 +7,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from sb3_async.common.cpus import usable_cpus
+
 #: Distributions whose versions the report lists.
 PACKAGES = ("torch", "stable-baselines3", "sb3-contrib", "rl_zoo3", "gymnasium", "ale-py", "sb3-async", "numpy", "matplotlib")
 
 
-def usable_cores() -> int:
-    """The CPUs this process may run on (as sb3-async's default ``n_workers``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+#: The CPUs this process may run on (sb3-async's default ``n_workers``).
+usable_cores = usable_cpus
 
 
 def _proc_field(path: str, name: str) -> str | None:

@@ -14,7 +14,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_async import A3C
-from sb3_async.common.base import default_n_workers
+from sb3_async.common.cpus import usable_cpus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", default="CartPole-v1", help="environment id (default: CartPole-v1)")
     parser.add_argument("--timesteps", type=int, default=300_000, help="step budget, all workers together")
     parser.add_argument("--target", type=float, default=475.0, help="stop when the evaluation reaches this mean reward")
-    parser.add_argument("--workers", type=int, default=default_n_workers(), help="worker processes (default: usable CPUs)")
+    parser.add_argument("--workers", type=int, default=usable_cpus(), help="worker processes (default: usable CPUs)")
     parser.add_argument("--envs-per-worker", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -135,7 +135,7 @@ def test_ctrl_c_stops_cleanly():
 
 def test_ctrl_c_while_reading_the_queue_is_held_back_not_lost():
     """Ctrl-C inside the pool's queue read is raised once the read is over, also if it ended in Empty."""
-    from sb3_async.common.pool import deferred_signals
+    from sb3_async.common.signals import deferred_signals
 
     finished_read = False
     # Python's default handler, also when the tests run in the background (where SIGINT is ignored).

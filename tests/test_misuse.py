@@ -11,11 +11,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_async import A3C, AsyncNStepQ, AsyncOneStepQ
-from sb3_async.common.base import MAX_WORKERS_PER_CPU, default_n_workers
+from sb3_async.common.cpus import MAX_WORKERS_PER_CPU, usable_cpus
 
 
 def test_far_more_workers_than_cpus_is_refused_and_more_than_cpus_warned():
-    cpus = default_n_workers()
+    cpus = usable_cpus()
     with pytest.raises(ValueError, match=rf"n_workers={MAX_WORKERS_PER_CPU * cpus + 1} is more than"):
         A3C("MlpPolicy", "CartPole-v1", n_workers=MAX_WORKERS_PER_CPU * cpus + 1)
     with pytest.raises(ValueError, match="n_workers=10000"):

@@ -46,7 +46,7 @@ def _alive_actors(wait: float = 10.0) -> list[int]:
 
 
 def _actor_processes() -> list[int]:
-    return [pid for pid, _, command in live_processes() if command.startswith(b"ray::_WorkerActorBody")]
+    return [pid for pid, _, command in live_processes() if command.startswith(b"ray::WorkerActorBody")]
 
 
 @pytest.mark.slow

@@ -10,13 +10,9 @@ shared model.
 """
 
 import io
-import json
-import os
 import pathlib
 import pickle
-import signal
 import struct
-import threading
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -28,120 +24,27 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm, maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
-from stable_baselines3.common.save_util import open_path
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from sb3_async.common.backend import BACKENDS, WorkerGroup, make_worker_group
+from sb3_async.common.cpus import check_local_workers, usable_cpus
 from sb3_async.common.envs import check_worker_env, is_env_factory, rebuild_per_worker_envs
 from sb3_async.common.optim import check_optimizer_class, share_optimizer_state
 from sb3_async.common.reporting import ReportAggregator
+from sb3_async.common.saving import SAVED_BY, saved_attributes
+from sb3_async.common.signals import one_learn_at_a_time, sigterm_stops_training
 from sb3_async.common.validation import check_bool, check_float, check_int
 from sb3_async.common.worker import PeriodicCopy, Worker
 
-__all__ = ["DEFAULT_RMS_PROP_EPS", "MAX_WORKERS_PER_CPU", "AsyncAlgorithm", "check_local_workers", "default_n_workers"]
+__all__ = ["DEFAULT_RMS_PROP_EPS", "AsyncAlgorithm"]
 
 #: RMSprop epsilon of every algorithm: A2C's (outside the square root, as PyTorch's RMSprop adds it).
 DEFAULT_RMS_PROP_EPS = 1e-5
 
 # Seconds the main process waits for worker messages between two looks at the step counter.
 _POLL_INTERVAL = 0.02
-#: The most local worker processes per usable CPU.
-MAX_WORKERS_PER_CPU = 8
-
-
-def default_n_workers() -> int:
-    """The number of CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def check_local_workers(n_workers: int) -> None:
-    """
-    Refuse more local workers than ``MAX_WORKERS_PER_CPU`` per usable CPU (each is a process with its
-    own copy of the model and the environment: thousands would exhaust memory long before they
-    ran), and warn when there are more workers than CPUs (they share the cores: no faster).
-    """
-    cpus = default_n_workers()
-    if n_workers > MAX_WORKERS_PER_CPU * cpus:
-        raise ValueError(
-            f"n_workers={n_workers} is more than {MAX_WORKERS_PER_CPU} worker processes per usable CPU ({cpus} CPUs): "
-            f"each worker is a process with its own model copy and environments. Use at most "
-            f"{MAX_WORKERS_PER_CPU * cpus}, ideally {cpus}; for more, spread the workers over machines (backend='ray')"
-        )
-    if n_workers > cpus:
-        warnings.warn(
-            f"n_workers={n_workers} is more than the {cpus} usable CPUs: the workers will share cores, "
-            "which costs time switching between them and does not step faster"
-        )
-
-
-_learning_models: set[int] = set()
-_learning_lock = threading.Lock()
-
-
-@contextmanager
-def _learning_guard(model: Any) -> Iterator[None]:
-    """One ``learn`` at a time per model: a second, from another thread, is an error, not a second set of workers."""
-    with _learning_lock:
-        if id(model) in _learning_models:
-            raise RuntimeError(
-                f"learn() is already running on this {type(model).__name__} (in another thread); "
-                "wait for it to return, or train a second model"
-            )
-        _learning_models.add(id(model))
-    try:
-        yield
-    finally:
-        with _learning_lock:
-            _learning_models.discard(id(model))
-
-
-@contextmanager
-def _sigterm_stops_training() -> Iterator[None]:
-    """
-    While training, SIGTERM (what a job scheduler sends) unwinds like Ctrl-C, as ``SystemExit(143)``,
-    so that every worker is stopped and reaped; afterwards the previous handler is back. Left alone
-    when the program installed a handler of its own, or outside the main thread.
-    """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-# The attribute that records which class saved a model (saved with it, as every attribute is).
-_SAVED_BY = "_sb3_async_class"
-
-
-def _saved_data(path: Any) -> dict[str, Any]:
-    """The attributes a model was saved with (the ``data`` entry of SB3's zip file, not deserialized)."""
-    if isinstance(path, (str, pathlib.Path)):
-        file: Any = open_path(path, "r", verbose=0, suffix="zip")
-        position = None
-    else:
-        file, position = path, path.tell()
-    try:
-        with zipfile.ZipFile(file) as archive:
-            return json.loads(archive.read("data").decode())
-    except (zipfile.BadZipFile, KeyError, ValueError, struct.error) as error:
-        raise ValueError(f"{path} is not a model saved by SB3's save() ({type(error).__name__}: {error})") from error
-    finally:
-        if position is None:
-            file.close()
-        else:
-            file.seek(position)
 
 
 class AsyncAlgorithm:
@@ -185,8 +88,8 @@ class AsyncAlgorithm:
 
             require_ray()
         self.backend = backend
-        setattr(self, _SAVED_BY, type(self).__name__)
-        self.n_workers = default_n_workers() if n_workers is None else check_int("n_workers", n_workers, minimum=1)
+        setattr(self, SAVED_BY, type(self).__name__)
+        self.n_workers = usable_cpus() if n_workers is None else check_int("n_workers", n_workers, minimum=1)
         if backend == "local":
             check_local_workers(self.n_workers)
         self._n_learn_calls = 0
@@ -220,8 +123,8 @@ class AsyncAlgorithm:
         algorithm's file would only fail later, in ``learn``, with an unrelated error) and that
         the file can be read at all.
         """
-        data = _saved_data(path)
-        saved_by = data.get(_SAVED_BY)
+        data = saved_attributes(path)
+        saved_by = data.get(SAVED_BY)
         if saved_by is None and "n_workers" not in data:
             raise ValueError(
                 f"{path} was not saved by an sb3_async algorithm (it holds no n_workers): it comes from another "
@@ -346,7 +249,7 @@ class AsyncAlgorithm:
         if self.env is None:
             raise ValueError("env is None: set an environment with set_env(env) before calling learn()")
 
-        with _learning_guard(self), _sigterm_stops_training():
+        with one_learn_at_a_time(self), sigterm_stops_training():
             total_timesteps, callback = self._setup_learn(  # type: ignore[attr-defined]
                 total_timesteps, callback, reset_num_timesteps, tb_log_name or type(self).__name__, progress_bar
             )

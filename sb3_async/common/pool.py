@@ -18,19 +18,18 @@ import queue
 import signal
 import sys
 import tempfile
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch as th
 
+from sb3_async.common.signals import deferred_signals, die_with_parent
 from sb3_async.common.worker import WorkerError
 
-__all__ = ["StepBudget", "WorkerContext", "WorkerPool", "die_with_parent"]
+__all__ = ["StepBudget", "WorkerContext", "WorkerPool"]
 
 # How often (in calls to ``reserve``) a worker checks that its parent is still alive.
 _PARENT_CHECK_EVERY = 64
@@ -38,15 +37,6 @@ _PARENT_CHECK_EVERY = 64
 _WAIT_SLEEP = 0.0005
 # Seconds workers get to stop on their own once asked; then they are reported as hung and ended.
 STOP_GRACE_SECONDS = 10.0
-
-
-def die_with_parent() -> None:
-    """Ask the kernel to kill this process when its parent dies (Linux); elsewhere a no-op."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
 class _Orphaned(BaseException):
@@ -202,37 +192,6 @@ def _worker_entry(target: Callable[[WorkerContext], None], context: WorkerContex
         context.flush()
         sys.exit(1)
     context.send("done")
-
-
-@contextmanager
-def deferred_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[list[int]]:
-    """
-    Hold back Ctrl-C (and SIGTERM) until the block is left; the block may look at the list it is
-    given to see whether one arrived. A ``KeyboardInterrupt`` raised inside ``Queue.get`` between
-    reading a message's length and its body would leave the queue's pipe out of step, and one
-    raised inside ``os.fork`` is swallowed by the fork handlers; the clean-up that follows either
-    would wait for ever, or train on.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield []  # only the main thread receives signals
-        return
-    received: list[int] = []
-    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in signals}
-    try:
-        yield received
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        # Here, not after the block: the block often ends with queue.Empty, and the
-        # interrupt must replace it.
-        for signum in dict.fromkeys(received):
-            handler = previous[signum]
-            if callable(handler):
-                handler(signum, None)
-            elif handler == signal.SIG_DFL and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(signum)
 
 
 class WorkerPool:
