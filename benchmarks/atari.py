@@ -49,12 +49,20 @@ class RunLog(BaseCallback):
     and stops training after ``stop_after_seconds`` (both in wall-clock seconds of this chunk).
     """
 
-    def __init__(self, run_dir: Path, state: dict[str, Any], checkpoint_seconds: float, stop_after_seconds: float | None):
+    def __init__(
+        self,
+        run_dir: Path,
+        state: dict[str, Any],
+        checkpoint_seconds: float,
+        stop_after_seconds: float | None,
+        until_mean: float | None = None,
+    ):
         super().__init__()
         self.run_dir = run_dir
         self.state = state
         self.checkpoint_seconds = checkpoint_seconds
         self.stop_after_seconds = stop_after_seconds
+        self.until_mean = until_mean
         self._file: Any = None
         self._writer: Any = None
 
@@ -81,7 +89,13 @@ class RunLog(BaseCallback):
         if now - self._last_checkpoint >= self.checkpoint_seconds:
             self._last_checkpoint = now
             self.checkpoint()
+        if self.until_mean is not None and self._reached_mean():
+            return False
         return self.stop_after_seconds is None or now - self._start < self.stop_after_seconds
+
+    def _reached_mean(self) -> bool:
+        buffer = self.model.ep_info_buffer
+        return len(buffer) == buffer.maxlen and float(np.mean([e["r"] for e in buffer])) >= self.until_mean
 
     def checkpoint(self) -> None:
         """Save the model and the run's state, each atomically (a kill mid-write keeps the previous one)."""
@@ -147,8 +161,13 @@ def _manager(state: dict[str, Any], run_dir: Path) -> Any:
     )
 
 
-def train(run_dir: Path, state: dict[str, Any], minutes: float | None, checkpoint_minutes: float) -> None:
-    """Train (or resume) the run in ``run_dir`` until its budget is spent or ``minutes`` have passed."""
+def train(
+    run_dir: Path, state: dict[str, Any], minutes: float | None, checkpoint_minutes: float, until_mean: float | None = None
+) -> None:
+    """
+    Train (or resume) the run in ``run_dir`` until its budget is spent, ``minutes`` have passed, or
+    the mean of the last 100 training games reaches ``until_mean``.
+    """
     manager = _manager(state, run_dir)
     # The zoo builds the model and its env exactly as `python -m sb3_async.zoo train` would.
     model, _ = manager.setup_experiment()
@@ -162,7 +181,7 @@ def train(run_dir: Path, state: dict[str, Any], minutes: float | None, checkpoin
         state["hyperparams"] = {key: repr(value) for key, value in manager._hyperparams.items()}
     remaining = state["timesteps"] - model.num_timesteps
     if remaining > 0:
-        log = RunLog(run_dir, state, 60 * checkpoint_minutes, None if minutes is None else 60 * minutes)
+        log = RunLog(run_dir, state, 60 * checkpoint_minutes, None if minutes is None else 60 * minutes, until_mean)
         try:
             model.learn(remaining, callback=CallbackList([log]), reset_num_timesteps=False, log_interval=None)
         except (KeyboardInterrupt, SystemExit):
@@ -173,6 +192,18 @@ def train(run_dir: Path, state: dict[str, Any], minutes: float | None, checkpoin
         state["final_eval"] = evaluate(manager, model, state)
         _write_json(run_dir / _STATE, state)
     model.env.close()
+
+
+def evaluate_checkpoint(run_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate the last checkpoint (the run may go on later); recorded in the run's ``evaluations``."""
+    manager = _manager(state, run_dir)
+    model, _ = manager.setup_experiment()
+    model = ALGOS[state["algo"]].load(run_dir / _CHECKPOINT, env=model.get_env(), device="cpu")
+    result = dict(steps=int(state["steps"]), seconds=state["seconds"], **evaluate(manager, model, state))
+    state.setdefault("evaluations", []).append(result)
+    _write_json(run_dir / _STATE, state)
+    model.env.close()
+    return result
 
 
 def evaluate(manager: Any, model: Any, state: dict[str, Any]) -> dict[str, Any]:
@@ -207,8 +238,9 @@ def report(run_dir: Path, window: int = 100) -> dict[str, Any]:
             if upto:
                 marks[f"{million}M"] = round(float(means[upto - 1]), 2)
         summary[f"mean{window}_at"] = marks
-    if "final_eval" in state:
-        summary["final_eval"] = state["final_eval"]
+    for key in ("final_eval", "evaluations"):
+        if key in state:
+            summary[key] = state[key]
     _write_json(run_dir / "summary.json", summary)
     if len(episodes):
         _plot(run_dir, state, episodes, window)
@@ -263,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-episodes", type=int, default=10, help="games for the final evaluation")
     parser.add_argument("--minutes", type=float, default=None, help="stop this chunk after this many minutes")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--until-mean", type=float, default=None, help="stop when the last 100 games' mean reaches this")
+    parser.add_argument("--evaluate", action="store_true", help="only evaluate the last checkpoint (eval-episodes games)")
     parser.add_argument("--report", action="store_true", help="only write and print the summary so far")
     args = parser.parse_args(argv)
 
@@ -270,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     state_path = run_dir / _STATE
     if state_path.exists():
         state = json.loads(state_path.read_text())
-    elif args.report:
+    elif args.report or args.evaluate:
         parser.error(f"{run_dir} holds no run")
     else:
         if args.algo is None:
@@ -288,8 +322,10 @@ def main(argv: list[str] | None = None) -> int:
             seconds=0.0,
         )
         _write_json(state_path, state)
-    if not args.report:
-        train(run_dir, state, args.minutes, args.checkpoint_minutes)
+    if args.evaluate:
+        print(json.dumps(evaluate_checkpoint(run_dir, state)), flush=True)
+    elif not args.report:
+        train(run_dir, state, args.minutes, args.checkpoint_minutes, args.until_mean)
     print(json.dumps(report(run_dir)), flush=True)
     return 0
 
