@@ -5,6 +5,7 @@ connects to it as a user connects to an existing cluster (``ray.init(address=...
 sb3-async must use and never shut down.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -199,7 +200,10 @@ def test_the_zoo_trains_with_the_ray_backend(tmp_path):
     """-params backend:"'ray'": the zoo's VecEnv (Monitor files) travels to the actors; the main process writes the CSV."""
     command = [sys.executable, "-m", "sb3_async.zoo", "train", "--algo", "a3c", "--env", "CartPole-v1", "-n", "4000"]
     command += ["-f", "logs", "-params", "backend:'ray'", "n_workers:2"]
-    subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, text=True, timeout=600)
+    # The module's two-node cluster is still up, and ray.init() with no address would join it: start a fresh one.
+    environment = {**os.environ, "RAY_ADDRESS": "local"}
+    result = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"the zoo failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     run = tmp_path / "logs" / "a3c" / "CartPole-v1_1"
     assert (run / "CartPole-v1.zip").is_file()
     episodes = sum(len(path.read_text().splitlines()) - 2 for path in run.glob("*.monitor.csv"))

@@ -65,17 +65,22 @@ def test_default_config_is_added_only_for_our_algorithms():
     assert with_default_config(["--algo", "a2c"]) == ["--algo", "a2c"]
 
 
+# The LSTM entry's classic-control task is the one that needs memory: CartPole without velocities.
+CARTPOLE = {"a3c_lstm": "CartPoleNoVel-v1"}
+
+
 @pytest.mark.parametrize("algo", list(ALGOS))
 def test_train_then_enjoy_on_cartpole(algo, tmp_path):
-    _zoo("train", "--algo", algo, "--env", "CartPole-v1", "-n", "2000", "-f", "logs", "--seed", "1", cwd=tmp_path)
+    env_id = CARTPOLE.get(algo, "CartPole-v1")
+    _zoo("train", "--algo", algo, "--env", env_id, "-n", "2000", "-f", "logs", "--seed", "1", cwd=tmp_path)
     # The layout the zoo promises: logs/<algo>/<env>_<id>/ with the model and its config.
-    run = tmp_path / "logs" / algo / "CartPole-v1_1"
-    assert (run / "CartPole-v1.zip").is_file()
-    config = yaml.unsafe_load((run / "CartPole-v1" / "config.yml").read_text())
+    run = tmp_path / "logs" / algo / f"{env_id}_1"
+    assert (run / f"{env_id}.zip").is_file()
+    config = yaml.unsafe_load((run / env_id / "config.yml").read_text())
     with open(config_path(algo)) as f:
-        assert dict(config)["n_envs"] == yaml.safe_load(f)["CartPole-v1"]["n_envs"]
-    assert (run / "CartPole-v1" / "args.yml").is_file()
-    out = _zoo("enjoy", "--algo", algo, "--env", "CartPole-v1", "-f", "logs", "-n", "300", "--no-render", cwd=tmp_path).stdout
+        assert dict(config)["n_envs"] == yaml.safe_load(f)[env_id]["n_envs"]
+    assert (run / env_id / "args.yml").is_file()
+    out = _zoo("enjoy", "--algo", algo, "--env", env_id, "-f", "logs", "-n", "300", "--no-render", cwd=tmp_path).stdout
     assert "Loading" in out and "Episode Reward" in out
 
 
@@ -155,7 +160,7 @@ def test_plots_read_our_algorithm_names(tmp_path):
 def test_launcher_usage():
     result = subprocess.run([sys.executable, "-m", "sb3_async.zoo"], capture_output=True, text=True)
     assert result.returncode == 2
-    assert "a3c, async_nstep_q, async_onestep_q, async_onestep_sarsa" in result.stdout
+    assert "a3c, a3c_lstm, async_nstep_q, async_onestep_q, async_onestep_sarsa" in result.stdout
 
 
 def test_record_video(tmp_path):
