@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     # Each section's tables are printed as soon as it is done, and the raw results saved.
     if "throughput" in only:
         results["throughput"] = run_throughput(plan, progress)
-        print("\n" + throughput_section(results["throughput"]), flush=True)
+        print("\n" + throughput_section(results["throughput"], results["meta"]["machine"]["usable_cores"]), flush=True)
         save()
     if "scaling" in only:
         results["scaling"] = run_scaling(plan, progress)

@@ -98,8 +98,8 @@ def machine_section(meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def throughput_section(section: dict[str, Any]) -> str:
-    """Steps per second against A2C, and the machine ceiling of each configuration."""
+def throughput_section(section: dict[str, Any], cores: int) -> str:
+    """Steps per second against A2C, frames per second per core (Atari), and each configuration's ceiling."""
     parts = [
         HEADERS["throughput"],
         "",
@@ -116,7 +116,8 @@ def throughput_section(section: dict[str, Any]) -> str:
         "torch thread (rl_zoo3's `--num-threads 1`). Networks: A2C's `CnnPolicy` is SB3's "
         "`NatureCNN` (32-64-64 filters, 512 units); our `atari` entries use the paper's smaller "
         "network, `PaperCnnPolicy` (`PaperCNN`: 16-32 filters, 256 units); on CartPole, MLPs of the "
-        "sizes in the table. On Atari one step is 4 frames (action repeat).",
+        "sizes in the table. On Atari one step is 4 frames (action repeat); *frames/s per core* divides "
+        f"the frames per second by the {cores} usable cores every configuration had.",
         "",
     ]
     for env_id, env in section.items():
@@ -126,7 +127,9 @@ def throughput_section(section: dict[str, Any]) -> str:
             f"after {env['warmup']:,} warm-up steps).\n"
         )
         header = ["configuration", "settings", "network", "workers x envs", "torch threads", "steps/s (median)"]
-        header += ["min - max", "x A2C"] + (["frames/s"] if atari else []) + ["ceiling steps/s", "% of ceiling"]
+        header += (
+            ["min - max", "x A2C"] + (["frames/s", "frames/s per core"] if atari else []) + ["ceiling steps/s", "% of ceiling"]
+        )
         rows = []
         for key, entry in env["configs"].items():
             s = entry["summary"]
@@ -142,7 +145,7 @@ def throughput_section(section: dict[str, Any]) -> str:
                 "-" if entry["ratio_to_a2c"] is None else f"{entry['ratio_to_a2c']:.2f}",
             ]
             if atari:
-                row.append(_rate(4 * s["median"]))
+                row += [_rate(4 * s["median"]), _rate(4 * s["median"] / cores)]
             ceiling = entry["ceiling"]
             row.append(_rate(ceiling["ceiling_steps_per_s"]) if ceiling else "-")
             row.append("-" if entry["percent_of_ceiling"] is None else f"{entry['percent_of_ceiling']:.0f}%")
@@ -337,7 +340,9 @@ def write_report(results: dict[str, Any], path: Path, assets: Path) -> Path:
     text.append(machine_section(meta))
     not_run = "Not run in this invocation (`--only {}`).\n".format(",".join(meta["sections"]))
     text.append(
-        throughput_section(results["throughput"]) if "throughput" in results else f"{HEADERS['throughput']}\n\n{not_run}"
+        throughput_section(results["throughput"], meta["machine"]["usable_cores"])
+        if "throughput" in results
+        else f"{HEADERS['throughput']}\n\n{not_run}"
     )
     text.append(scaling_section(results["scaling"]) if "scaling" in results else f"{HEADERS['scaling']}\n\n{not_run}")
     text.append(
