@@ -3,6 +3,7 @@
     python -m benchmarks.atari --algo a3c --env PongNoFrameskip-v4 --run-dir runs/pong_a3c \
         --timesteps 10000000
     python -m benchmarks.atari --run-dir runs/pong_a3c            # resume (or just report) it
+    python -m benchmarks.atari --run-dir runs/a --compare runs/b  # two runs at equal steps
 
 The model is built by rl_zoo3's ``ExperimentManager`` from our hyperparameter file (``-params``
 overrides entries, as the zoo's flag does), so it is exactly what ``python -m sb3_async.zoo
@@ -272,6 +273,48 @@ def _plot(run_dir: Path, state: dict[str, Any], episodes: np.ndarray, window: in
     plt.close(fig)
 
 
+def compare(run_dirs: list[Path], out: Path, window: int = 100, every: int = 250_000) -> list[dict[str, Any]]:
+    """
+    The runs side by side at equal steps (the mean of the last ``window`` games up to every ``every``
+    steps), as rows; their curves against steps and seconds in ``out`` when matplotlib is there.
+    """
+    runs = []
+    for run_dir in run_dirs:
+        state = json.loads((run_dir / _STATE).read_text())
+        episodes = read_episodes(run_dir)
+        label = " ".join(state["params"]) or "the entry as shipped"
+        runs.append((run_dir, label, episodes, rolling_mean(episodes[:, 2], window) if len(episodes) else episodes[:, 2]))
+    last = min(int(episodes[-1, 0]) if len(episodes) else 0 for _, _, episodes, _ in runs)
+    rows = []
+    for mark in range(every, last + 1, every):
+        row: dict[str, Any] = {"steps": mark}
+        for run_dir, _, episodes, means in runs:
+            upto = np.searchsorted(episodes[:, 0], mark, side="right")
+            row[run_dir.name] = round(float(means[upto - 1]), 2) if upto else None
+        rows.append(row)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return rows
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, column, label in ((axes[0], 0, "environment steps (all workers), millions"), (axes[1], 1, "training hours")):
+        scale = 1e6 if column == 0 else 3600.0
+        for index, (run_dir, run_label, episodes, means) in enumerate(runs):
+            short = run_label if len(run_label) <= 40 else run_label[:37] + "..."
+            ax.plot(episodes[:, column] / scale, means, color=f"C{index}", label=f"{run_dir.name} ({short})")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"score per game, mean of last {window}")
+    axes[0].legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return rows
+
+
 def _machine() -> str:
     cpus = usable_cpus()
     model = "unknown CPU"
@@ -298,7 +341,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until-mean", type=float, default=None, help="stop when the last 100 games' mean reaches this")
     parser.add_argument("--evaluate", action="store_true", help="only evaluate the last checkpoint (eval-episodes games)")
     parser.add_argument("--report", action="store_true", help="only write and print the summary so far")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="other run folders: rows at equal steps, compare.png in --run-dir",
+    )
     args = parser.parse_args(argv)
+    if args.compare:
+        for row in compare([args.run_dir, *args.compare], args.run_dir / "compare.png"):
+            print(json.dumps(row), flush=True)
+        return 0
 
     run_dir: Path = args.run_dir
     state_path = run_dir / _STATE
