@@ -8,6 +8,7 @@ data efficiency (above 1: more steps needed). Each run is a fresh process; worke
 algorithms alternate within each seed.
 
     python -m benchmarks.speedup --env CartPole-v1 --seeds 0 1 2
+    python -m benchmarks.speedup --algos a3c --counts 2 --baselines a2c   # against A2C's wall-clock
 """
 
 import argparse
@@ -25,12 +26,18 @@ from benchmarks.scaling import PAPER_SPEEDUP, worker_counts
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def time_to_threshold(algo: str, env_id: str, seed: int, n_workers: int, threshold: float, budget: int) -> dict[str, Any]:
-    """One run in a fresh process: steps and seconds until the training mean reaches ``threshold`` (None if not)."""
+def time_to_threshold(
+    algo: str, env_id: str, seed: int, n_workers: int | None, threshold: float, budget: int
+) -> dict[str, Any]:
+    """
+    One run in a fresh process: steps and seconds until the training mean reaches ``threshold`` (None
+    if not). ``n_workers`` None: the algorithm as its settings give it (SB3's A2C, say).
+    """
+    overrides = {} if n_workers is None else {"n_workers": n_workers}
     code = (
         "import json, sys; from benchmarks.learning import run; "
         f"r = run({algo!r}, {env_id!r}, {seed}, {budget}, snapshot_every={budget}, n_eval_episodes=1, "
-        f"overrides={{'n_workers': {n_workers}}}, train_threshold={threshold}, stop_at_threshold=True); "
+        f"overrides={overrides!r}, train_threshold={threshold}, stop_at_threshold=True); "
         "print(json.dumps(dict(hit=r['train_hit'], steps=r['trained_steps'], seconds=r['train_seconds'])))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -68,6 +75,27 @@ def table(runs: list[dict[str, Any]], counts: list[int]) -> list[str]:
     return rows
 
 
+def baseline_rows(runs: list[dict[str, Any]], baselines: list[str], counts: list[int]) -> list[str]:
+    """Markdown rows: each of our algorithms' median time with each worker count, as a fraction of a baseline's."""
+    rows = [
+        "| algorithm | workers | median seconds | baseline | its median seconds | time / baseline's |",
+        "|---|---|---|---|---|---|",
+    ]
+    for baseline in baselines:
+        hits = [run["hit"] for run in runs if run["algo"] == baseline and run["hit"] is not None]
+        if not hits:
+            rows.append(f"| | | | {baseline} | not reached | |")
+            continue
+        base = statistics.median(hit["seconds"] for hit in hits)
+        for algo in dict.fromkeys(run["algo"] for run in runs if run["algo"] not in baselines):
+            for n in counts:
+                reached = [run["hit"] for run in runs if run["algo"] == algo and run["n_workers"] == n and run["hit"]]
+                if reached:
+                    seconds = statistics.median(hit["seconds"] for hit in reached)
+                    rows.append(f"| {algo} | {n} | {seconds:.1f} | {baseline} | {base:.1f} | {seconds / base:.2f} |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="CartPole-v1")
@@ -76,11 +104,17 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=OURS)
     parser.add_argument("--counts", nargs="+", type=int, default=None, help="worker counts (default: 1, 2, 4, ... cores)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--baselines", nargs="*", default=[], help="zoo keys run as their settings give them (a2c), alternating with ours"
+    )
     parser.add_argument("--out", default=None, help="write the runs as JSON here")
     args = parser.parse_args()
     counts = args.counts or worker_counts(usable_cores())
     runs = []
     for seed in args.seeds:
+        for baseline in args.baselines:
+            runs.append(time_to_threshold(baseline, args.env, seed, None, args.threshold, args.budget))
+            print(json.dumps(runs[-1]), flush=True)
         for n in counts:
             for algo in args.algos:
                 run = time_to_threshold(algo, args.env, seed, n, args.threshold, args.budget)
@@ -88,7 +122,9 @@ def main() -> None:
                 print(json.dumps(run), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(runs))
-    print("\n".join(table(runs, counts)))
+    print("\n".join(table([run for run in runs if run["algo"] not in args.baselines], counts)))
+    if args.baselines:
+        print("\n".join(baseline_rows(runs, args.baselines, counts)))
 
 
 if __name__ == "__main__":
