@@ -26,7 +26,7 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
 from benchmarks.configs import experiment
-from sb3_async.common.ray_worker import distinct_state
+from sb3_async.common.local_copy import distinct_state
 
 
 def _group_counters(model: Any, seconds: float) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def learner_alone(model: Any, repeats: int = 200) -> dict[str, float]:
     policy = model.policy
     parameters = [p for group in policy.optimizer.param_groups for p in group["params"]]
     grads = [np.random.default_rng(0).standard_normal(p.shape).astype(np.float32) * 1e-3 for p in parameters]
-    state = distinct_state(policy)
+    state = [tensor for _, tensor in distinct_state(policy)]
     th.set_num_threads(1)
     start = time.perf_counter()
     for _ in range(repeats):

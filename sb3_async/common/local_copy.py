@@ -15,7 +15,24 @@ from stable_baselines3.common.policies import BasePolicy
 
 from sb3_async.common.worker import check_finite_gradients
 
-__all__ = ["HogwildOptimizer", "LocalCopy"]
+__all__ = ["HogwildOptimizer", "LocalCopy", "distinct_state"]
+
+
+def distinct_state(module: th.nn.Module) -> list[tuple[str, th.Tensor]]:
+    """
+    The module's parameters and buffers, each once, with its first name, in ``state_dict`` order:
+    what a worker pulls and what travels between learner and workers. SB3's actor-critic policies
+    list a shared features extractor under three names (``features_extractor``,
+    ``pi_features_extractor``, ``vf_features_extractor``); copying or sending each would triple
+    the work.
+    """
+    seen: set[int] = set()
+    tensors = []
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            tensors.append((name, tensor))
+    return tensors
 
 
 class HogwildOptimizer:
@@ -92,12 +109,12 @@ class LocalCopy:
         self.module = copy.deepcopy(shared, memo)
         kept_ids = {id(t) for name in keep_shared for t in shared.get_submodule(name).state_dict(keep_vars=True).values()}
         local_tensors = self.module.state_dict(keep_vars=True)
-        # Parameters and buffers to pull before each rollout; a module reachable under several
-        # names (SB3's shared features extractor) is pulled once.
-        sync: dict[int, tuple[th.Tensor, th.Tensor, str]] = {}
-        for name, tensor in shared.state_dict(keep_vars=True).items():
-            if id(tensor) not in kept_ids and id(tensor) not in sync:
-                sync[id(tensor)] = (local_tensors[name], tensor, name)
+        # Parameters and buffers to pull before each rollout.
+        sync = {
+            id(tensor): (local_tensors[name], tensor, name)
+            for name, tensor in distinct_state(shared)
+            if id(tensor) not in kept_ids
+        }
         self._sync = [(local, shared_tensor) for local, shared_tensor, _ in sync.values()]
         parameter_ids = {id(p) for p in shared.parameters()}
         #: ``(local, shared, name)`` for every parameter the optimizer updates.

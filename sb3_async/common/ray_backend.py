@@ -29,7 +29,8 @@ from sb3_async.common import portable
 from sb3_async.common.backend import WorkerGroup
 from sb3_async.common.envs import vec_env_chain
 from sb3_async.common.hogwild import copy_module
-from sb3_async.common.ray_worker import WorkerActorBody, distinct_state
+from sb3_async.common.local_copy import distinct_state
+from sb3_async.common.ray_worker import WorkerActorBody
 from sb3_async.common.worker import PeriodicCopy, WorkerError
 
 __all__ = ["RayGroup", "require_ray"]
@@ -105,7 +106,7 @@ class RayGroup(WorkerGroup):
         self._rollout = algorithm._rollout_steps()
         self._n_envs = algorithm.n_envs
         policy = algorithm.policy
-        self._state = distinct_state(policy)
+        self._state = [tensor for _, tensor in distinct_state(policy)]
         parameter_ids = {id(p) for p in policy.parameters()}
         self._buffers = [t for t in self._state if id(t) not in parameter_ids]
         self._parameters = [p for group in policy.optimizer.param_groups for p in group["params"]]

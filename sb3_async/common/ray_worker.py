@@ -22,11 +22,12 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_async.common import portable
 from sb3_async.common.envs import vec_env_chain
+from sb3_async.common.local_copy import distinct_state
 from sb3_async.common.reporting import WorkerReporter
 from sb3_async.common.signals import die_with_parent
 from sb3_async.common.worker import Worker, check_finite_gradients
 
-__all__ = ["RayOptimizer", "RayWorker", "WorkerActorBody", "distinct_state"]
+__all__ = ["RayOptimizer", "RayWorker", "WorkerActorBody"]
 
 # Gradients a worker may have sent and not yet seen applied before it waits.
 _MAX_IN_FLIGHT = 2
@@ -122,22 +123,6 @@ class _TrackedRunningMeanStd(RunningMeanStd):
             self.update_from_moments(self.pending.mean, self.pending.var, self.pending.count)
 
 
-def distinct_state(module: th.nn.Module) -> list[th.Tensor]:
-    """
-    The module's parameters and buffers, each once, in ``state_dict`` order: what travels between
-    learner and workers. SB3's actor-critic policies list a shared features extractor under three
-    names (``features_extractor``, ``pi_features_extractor``, ``vf_features_extractor``), which
-    would triple the bytes sent.
-    """
-    seen: set[int] = set()
-    tensors = []
-    for tensor in module.state_dict(keep_vars=True).values():
-        if id(tensor) not in seen:
-            seen.add(id(tensor))
-            tensors.append(tensor)
-    return tensors
-
-
 class RayWorker(Worker):
     """A worker in a Ray actor (see :class:`~sb3_async.common.worker.Worker`)."""
 
@@ -146,7 +131,7 @@ class RayWorker(Worker):
         self._algorithm = algorithm
         self._mailbox = mailbox
         policy = algorithm.policy
-        self._state = distinct_state(policy)
+        self._state = [tensor for _, tensor in distinct_state(policy)]
         parameter_ids = {id(p) for p in policy.parameters()}
         self._buffers = [(t, t.detach().clone()) for t in self._state if id(t) not in parameter_ids]
         names = {id(p): name for name, p in policy.named_parameters()}
