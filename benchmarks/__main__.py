@@ -67,14 +67,26 @@ class Plan:
     throughput_configs: dict[str, list[str]]
     ceiling_block_seconds: float
     ceiling_blocks: int
+    #: env -> (steps, warmup steps) of each scaling run, per worker
     scaling_steps: dict[str, tuple[int, int]]
     scaling_counts: list[int]
     learning: list[LearningPlan] = field(default_factory=list)
 
+    def only_envs(self, envs: list[str]) -> "Plan":
+        """This plan restricted to the environments ``envs``."""
+        self.throughput_steps = {env: budget for env, budget in self.throughput_steps.items() if env in envs}
+        self.scaling_steps = {env: budget for env, budget in self.scaling_steps.items() if env in envs}
+        self.learning = [env_plan for env_plan in self.learning if env_plan.env_id in envs]
+        return self
+
 
 def make_plan(quick: bool, repeats: int, seeds: int, pong_minutes: float) -> Plan:
     """The budgets: the full benchmark's, or tiny ones with ``quick``."""
+    import torch as th
+
     cores = usable_cores()
+    # On a machine with a GPU, A2C is also measured as its users would run it there.
+    pong_configs = [*THROUGHPUT_CONFIGS, "a2c@cuda"] if th.cuda.is_available() else THROUGHPUT_CONFIGS
     pong_seconds = pong_minutes * 60
     # A few evaluated snapshots over the run: evaluating Pong episodes takes long.
     pong = LearningPlan(
@@ -126,7 +138,7 @@ def make_plan(quick: bool, repeats: int, seeds: int, pong_minutes: float) -> Pla
         repeats=repeats,
         seeds=seeds,
         throughput_steps={PONG: (20_000, 2_000), CARTPOLE: (50_000, 5_000)},
-        throughput_configs={PONG: THROUGHPUT_CONFIGS, CARTPOLE: THROUGHPUT_CONFIGS},
+        throughput_configs={PONG: pong_configs, CARTPOLE: THROUGHPUT_CONFIGS},
         ceiling_block_seconds=0.5,
         ceiling_blocks=3,
         scaling_steps={PONG: (10_000, 1_000), CARTPOLE: (50_000, 5_000)},
@@ -174,8 +186,9 @@ def run_throughput(plan: Plan, progress: Progress) -> dict[str, Any]:
     section: dict[str, Any] = {}
     for env_id, (steps, warmup) in plan.throughput_steps.items():
         keys = plan.throughput_configs[env_id]
-        # The thread setting does not change the work: a2c_1thread has A2C's ceiling.
-        ceiling_keys = [key for key in keys if CONFIGS[key].torch_threads is None]
+        # The thread setting does not change the work: a2c_1thread has A2C's ceiling. The ceiling is
+        # the CPU's: a GPU configuration has none.
+        ceiling_keys = [key for key in keys if CONFIGS[key].torch_threads is None and CONFIGS[key].device == "cpu"]
         ceiling_runs: dict[str, list[dict[str, Any]]] = {key: [] for key in ceiling_keys}
         # The ceiling is measured in every repeat, after its training runs: on a shared machine
         # the speed of the cores drifts, and the ratio must compare like with like.
@@ -193,7 +206,7 @@ def run_throughput(plan: Plan, progress: Progress) -> dict[str, Any]:
         configs: dict[str, Any] = {}
         for (key, _), runs in results.items():
             stats = throughput.summarize([run["steps_per_s"] for run in runs])
-            ceiling_of = ceilings.get(key) or ceilings.get(CONFIGS[key].algo)
+            ceiling_of = ceilings.get(key) or (ceilings.get(CONFIGS[key].algo) if CONFIGS[key].device == "cpu" else None)
             configs[key] = dict(
                 label=CONFIGS[key].label,
                 settings=CONFIGS[key].settings,
@@ -218,7 +231,7 @@ def run_scaling(plan: Plan, progress: Progress) -> dict[str, Any]:
     section: dict[str, Any] = {}
     for env_id, (steps, warmup) in plan.scaling_steps.items():
         jobs = scaling.jobs(OURS, plan.scaling_counts)
-        results = throughput.run(jobs, env_id, steps, warmup, plan.repeats, progress.reporter("scaling"))
+        results = throughput.run(jobs, env_id, steps, warmup, plan.repeats, progress.reporter("scaling"), per_worker=True)
         section[env_id] = dict(
             steps=steps,
             warmup=warmup,
@@ -294,7 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seeds", type=int, default=None, help="learning runs per algorithm (3; quick: 1)")
     parser.add_argument("--pong-minutes", type=float, default=None, help="wall-clock budget of each Pong learning run (10)")
+    parser.add_argument(
+        "--envs", default=f"{PONG},{CARTPOLE}", help=f"comma-separated subset of {PONG},{CARTPOLE} (default: both)"
+    )
     args = parser.parse_args(argv)
+    envs = [name.strip() for name in args.envs.split(",") if name.strip()]
+    if not envs or set(envs) - {PONG, CARTPOLE}:
+        parser.error(f"--envs: choose among {PONG}, {CARTPOLE}; got {args.envs!r}")
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(only) - set(SECTIONS))
     if unknown or not only:
@@ -309,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         repeats=args.repeats if args.repeats is not None else (1 if args.quick else 3),
         seeds=args.seeds if args.seeds is not None else (1 if args.quick else 3),
         pong_minutes=default_pong_minutes if args.pong_minutes is None else args.pong_minutes,
-    )
+    ).only_envs(envs)
 
     out = Path(args.out)
     assets = out / "benchmarks"

@@ -28,6 +28,10 @@ class Config:
     torch_threads: int | None = None
     #: Hyperparameters set on top of the file's (as the zoo's -params).
     overrides: tuple[tuple[str, Any], ...] = ()
+    #: Torch device of the model (as the zoo's --device).
+    device: str = "cpu"
+    #: The zoo's --vec-env: "dummy" steps the envs in the training process, "subproc" in one process each.
+    vec_env: str = "dummy"
 
     @property
     def hyperparams_file(self) -> str | None:
@@ -55,6 +59,8 @@ CONFIGS: dict[str, Config] = {
         # As rl_zoo3's `train --num-threads 1`: shows how much of A2C's rate its torch threads cost
         # or bring (small networks on few, possibly busy, cores lose time synchronizing threads).
         Config("a2c_1thread", "A2C (1 torch thread)", "a2c", "a2c", torch_threads=1),
+        # A2C as a GPU owner runs it: the network on the GPU, the envs stepped in parallel processes.
+        Config("a2c@cuda", "A2C (GPU, SubprocVecEnv)", "a2c", "a2c", device="cuda", vec_env="subproc"),
         Config("a3c@a2c", "A3C (A2C's settings)", "a3c", "a2c"),
         Config("a3c", "A3C", "a3c", "a3c"),
         Config("a3c@ray", "A3C (Ray backend)", "a3c", "a3c", overrides=(("backend", "ray"),)),
@@ -102,7 +108,8 @@ def experiment(
         hyperparams=overrides or None,
         config=config.hyperparams_file,
         verbose=0,
-        device="cpu",
+        vec_env_type=config.vec_env,
+        device=config.device,
     )
 
 

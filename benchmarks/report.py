@@ -225,7 +225,8 @@ def scaling_section(section: dict[str, Any]) -> str:
         counts = env["counts"]
         columns = sorted(set(counts) | {1, 2, 4, 8, 16})
         parts.append(
-            f"### {env_id}\n\n{_count(env['repeats'], 'repeat')} of {env['steps']:,} steps ({env['warmup']:,} warm-up); "
+            f"### {env_id}\n\n{_count(env['repeats'], 'repeat')} of {env['steps']:,} steps per worker "
+            f"({env['warmup']:,} warm-up per worker); "
             f"{_count(max(counts), 'usable core')}.\n"
         )
         rows = []
@@ -235,6 +236,15 @@ def scaling_section(section: dict[str, Any]) -> str:
                 + [_rate(per_count[str(n)]["summary"]["median"]) if str(n) in per_count else "-" for n in counts]
             )
         parts.append("Steps per second (median):\n\n" + _table(["method", *(_count(n, "worker") for n in counts)], rows))
+        if "NoFrameskip" in env_id:
+            # An Atari step is 4 frames (the frame skip); one worker keeps one core busy.
+            rows = [
+                [CONFIGS[key].label]
+                + [_rate(4 * per_count[str(n)]["summary"]["median"] / n) if str(n) in per_count else "-" for n in counts]
+                for key, per_count in env["configs"].items()
+            ]
+            header = ["method", *(_count(n, "worker") for n in counts)]
+            parts.append("Frames per second per worker (median; 1 step = 4 frames):\n\n" + _table(header, rows))
         rows = []
         for key, per_count in env["configs"].items():
             row = [CONFIGS[key].label]

@@ -102,16 +102,20 @@ def run(
     repeats: int,
     on_result: Callable[[Job, int, int, dict[str, Any], float], None] = _print_result,
     after_repeat: Callable[[int], None] | None = None,
+    per_worker: bool = False,
 ) -> dict[Job, list[dict[str, Any]]]:
     """
     Every job once per repeat, alternating, each in a fresh process; ``on_result`` hears of
-    each, and ``after_repeat(repeat)`` is called at the end of every repeat.
+    each, and ``after_repeat(repeat)`` is called at the end of every repeat. With ``per_worker``,
+    ``steps`` and ``warmup`` are per worker of the job (so that every worker count is measured
+    for about as long).
     """
     results: dict[Job, list[dict[str, Any]]] = {job: [] for job in jobs}
     for repeat in range(repeats):
         for job in jobs:
+            scale = job[1] if per_worker and job[1] is not None else 1
             start = time.perf_counter()
-            result = run_fresh(job[0], env_id, steps, warmup, job[1])
+            result = run_fresh(job[0], env_id, steps * scale, warmup * scale, job[1])
             results[job].append(result)
             on_result(job, repeat, repeats, result, time.perf_counter() - start)
         if after_repeat is not None:
