@@ -49,6 +49,11 @@ def test_quick_run_writes_every_section_plot_and_the_raw_results(tmp_path):
     ours = {"a3c", "async_nstep_q", "async_onestep_q", "async_onestep_sarsa"}
     assert set(results["learning"]["CartPole-v1"]["algos"]) == ours | {"a2c", "dqn"}
 
+    # Scaling budgets are per worker: two workers run twice the steps of one.
+    a3c_scaling = results["scaling"]["CartPole-v1"]["configs"]["a3c"]
+    if "2" in a3c_scaling:
+        assert a3c_scaling["2"]["runs"][0]["measured_steps"] > 2_000 > a3c_scaling["1"]["runs"][0]["measured_steps"]
+
     # Progress: a line per finished measurement, as it happens.
     assert "throughput CartPole-v1 a2c [1/1]: " in done.stdout
     assert "scaling CartPole-v1 a3c, 1 worker [1/1]: " in done.stdout
@@ -59,3 +64,9 @@ def test_unknown_section_is_refused():
     done = _benchmarks("--only", "throughput,speed")
     assert done.returncode == 2
     assert "--only" in done.stderr
+
+
+def test_unknown_env_is_refused():
+    done = _benchmarks("--envs", "CartPole-v1,Breakout")
+    assert done.returncode == 2
+    assert "--envs" in done.stderr and "Breakout" in done.stderr
