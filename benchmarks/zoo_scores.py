@@ -38,8 +38,9 @@ def score(algo: str, env_id: str, seeds: list[int], out: Path, snapshots: int = 
         results.append(result)
         final = result["curve"][-1]["eval_reward"]
         print(f"  {algo} {env_id} seed {seed}: final {final:.1f} in {result['train_seconds']:.0f} s", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{algo}_{env_id}.json").write_text(json.dumps(results))
+        # After every seed: a long entry stopped part-way keeps the seeds it finished.
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{algo}_{env_id}.json").write_text(json.dumps(results))
     finals = [r["curve"][-1]["eval_reward"] for r in results]
     bests = [max(p["eval_reward"] for p in r["curve"]) for r in results]
     seconds = [r["train_seconds"] for r in results]
