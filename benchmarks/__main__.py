@@ -70,6 +70,7 @@ class Plan:
     #: env -> (steps, warmup steps) of each scaling run, per worker
     scaling_steps: dict[str, tuple[int, int]]
     scaling_counts: list[int]
+    scaling_algos: list[str] = field(default_factory=lambda: list(OURS))
     learning: list[LearningPlan] = field(default_factory=list)
 
     def only_envs(self, envs: list[str]) -> "Plan":
@@ -110,12 +111,14 @@ def make_plan(quick: bool, repeats: int, seeds: int, pong_minutes: float) -> Pla
             repeats=repeats,
             seeds=seeds,
             throughput_steps={CARTPOLE: (3_000, 500), PONG: (800, 200)},
-            # a2c_1thread is a2c's code path: left out to save a process start.
-            throughput_configs={CARTPOLE: [key for key in THROUGHPUT_CONFIGS if key != "a2c_1thread"], PONG: ["a2c", "a3c"]},
+            # One configuration per code path (a2c_1thread is a2c's, the one-step methods are
+            # n-step Q's): each costs three process starts for its ceiling, which the suite runs.
+            throughput_configs={CARTPOLE: ["a2c", "a3c@a2c", "a3c", "async_nstep_q"], PONG: ["a2c", "a3c"]},
             ceiling_block_seconds=0.02,
             ceiling_blocks=3,
             scaling_steps={CARTPOLE: (2_000, 400)},
             scaling_counts=scaling.worker_counts(cores, largest=2),
+            scaling_algos=["a3c", "async_nstep_q"],
             learning=[cartpole, pong],
         )
     # The budgets of the zoo entries (their learning-rate and exploration schedules follow them),
@@ -230,7 +233,7 @@ def run_scaling(plan: Plan, progress: Progress) -> dict[str, Any]:
     """Our algorithms with each worker count, per environment."""
     section: dict[str, Any] = {}
     for env_id, (steps, warmup) in plan.scaling_steps.items():
-        jobs = scaling.jobs(OURS, plan.scaling_counts)
+        jobs = scaling.jobs(plan.scaling_algos, plan.scaling_counts)
         results = throughput.run(jobs, env_id, steps, warmup, plan.repeats, progress.reporter("scaling"), per_worker=True)
         section[env_id] = dict(
             steps=steps,
