@@ -154,7 +154,9 @@ def test_plots_read_our_algorithm_names(tmp_path):
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     monitor = (tmp_path / "logs" / "a3c" / "CartPole-v1_1" / "0.monitor.csv").read_text().splitlines()
-    assert len(monitor) > 10 and all(line.count(",") == 2 for line in monitor[2:]), "one whole row per episode"
+    # How many episodes env 0 finishes in 3,000 steps depends on how fast the policy improves
+    # (10 lines once in CI); a handful are enough to see that rows are whole.
+    assert len(monitor) > 5 and all(line.count(",") == 2 for line in monitor[2:]), "one whole row per episode"
 
 
 def test_launcher_usage():
