@@ -33,13 +33,13 @@ def _span(values: list[float], digits: int = 0) -> str:
 def score(algo: str, env_id: str, seeds: list[int], out: Path, snapshots: int = 10) -> dict[str, Any]:
     n_timesteps = entry_timesteps(algo, env_id)
     results = []
+    out.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         result = run(algo, env_id, seed, n_timesteps, snapshot_every=max(n_timesteps // snapshots, 1))
         results.append(result)
         final = result["curve"][-1]["eval_reward"]
         print(f"  {algo} {env_id} seed {seed}: final {final:.1f} in {result['train_seconds']:.0f} s", flush=True)
         # After every seed: a long entry stopped part-way keeps the seeds it finished.
-        out.mkdir(parents=True, exist_ok=True)
         (out / f"{algo}_{env_id}.json").write_text(json.dumps(results))
     finals = [r["curve"][-1]["eval_reward"] for r in results]
     bests = [max(p["eval_reward"] for p in r["curve"]) for r in results]
