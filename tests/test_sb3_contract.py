@@ -84,8 +84,11 @@ def test_batch_norm_statistics_reach_the_shared_model_and_acting_is_in_eval_mode
     (norm, *_) = _batch_norms(model)
     assert norm.num_batches_tracked == 0 and th.equal(norm.running_mean, th.zeros(8))
     model.learn(2_000)
-    # Every update of every worker counted once (updates are counted in the main process too).
-    assert norm.num_batches_tracked == model._n_updates > 0
+    # Every update of every worker is counted (updates are counted in the main process too). The
+    # workers add to the shared buffers without a lock, as they update the parameters: two adds at
+    # the same moment can lose one (CI saw 399 of 400 once), never create one.
+    assert 0.9 * model._n_updates <= norm.num_batches_tracked <= model._n_updates
+    assert model._n_updates > 0
     assert not th.allclose(norm.running_mean, th.zeros(8))
     # predict() is in evaluation mode: an observation's action does not depend on its batch.
     observations = np.stack([model.observation_space.sample() for _ in range(16)])

@@ -3,7 +3,9 @@
 The worker computes gradients on its private copy and applies them to the shared parameters
 with the shared optimizer, without a lock (Hogwild). Buffers (BatchNorm's running statistics)
 change in the forward passes of training, not through gradients: what a worker's update changed
-in them is added to the shared buffers with the update.
+in them is added to the shared buffers with the update, without a lock like the parameters' update:
+two workers adding at the same moment can lose one's change (a rare, small error in a running
+statistic).
 """
 
 import copy
