@@ -93,7 +93,8 @@ def make_model(
     register()
     entry = atari_entry(algo, overrides)
     n_envs = entry.pop("n_envs", 1)
-    entry["policy_kwargs"] = {**entry.get("policy_kwargs", {}), "features_extractor_class": MinAtarCNN}
+    # Heads as the entry's PaperCnnPolicy builds them: straight from the features unless the entry says otherwise.
+    entry["policy_kwargs"] = {"net_arch": [], **entry.get("policy_kwargs", {}), "features_extractor_class": MinAtarCNN}
     if "exploration_steps" in entry:
         # The entry anneals ε over a tenth of its 10M-step budget: the same share of this one.
         entry["exploration_steps"] = timesteps // 10

@@ -5,8 +5,10 @@ rate schedule, t_max, environments per worker, entropy, clipping) is used as shi
 CNN for MinAtar's 10x10 images (see benchmarks/minatar.py). This is the check that would have
 caught the paper's epsilon of 0.1 under SB3's mean losses. Measured at 600k steps with 2 workers
 (mean score of the last 100 training games; random play scores about 0.4), with the shipped
-epsilon 1e-5: A3C 5.23, 5.64, 4.82 (seeds 0, 1, 2), n-step Q 2.36, 2.26 (seeds 0, 1); with the
-paper's 0.1 (seed 0): A3C 0.45, n-step Q 0.07. The one-step methods share n-step Q's optimizer
+epsilon 1e-5: A3C 5.23, 5.64, 4.82 (seeds 0, 1, 2), n-step Q 2.37, 2.35 (seeds 0, 1); with the
+paper's 0.1 (seed 0): A3C 0.45, n-step Q 0.42. The heads are built as the entries' Paper*
+policies build them (n-step Q: action values straight from the features; with SB3's two 64-unit
+layers in between it scored 2.36, 2.26 and 0.07). The one-step methods share n-step Q's optimizer
 settings. Commands: ``python -m benchmarks.minatar --algo a3c --timesteps 600000 --seeds 0 1 2``
 (and ``-params "policy_kwargs:'dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=0.1))'"``).
 """

@@ -11,7 +11,7 @@ sb3-contrib's code is replaced (the shared LSTM simply runs once for each head).
 ``share_lstm_torso=False`` gives sb3-contrib's configurations unchanged.
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 from sb3_contrib.common.recurrent.policies import (
     RecurrentActorCriticCnnPolicy,
@@ -88,14 +88,41 @@ class MultiInputLstmPolicy(_SharedTorso, RecurrentMultiInputActorCriticPolicy):
 
 
 class PaperCnnPolicy(ActorCriticCnnPolicy):
-    """SB3's ``CnnPolicy`` with the paper's network (:class:`~sb3_async.common.torch_layers.PaperCNN`) by default."""
+    """
+    SB3's ``CnnPolicy`` with the paper's network by default: :class:`~sb3_async.common.torch_layers.PaperCNN`,
+    and the policy and the value straight from its 256-unit layer (``net_arch=[]``; SB3 would add
+    two 64-unit layers per head after any extractor other than its ``NatureCNN``).
+    """
 
-    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = PaperCNN, **kwargs: Any) -> None:
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+    #: The heads SB3 built after PaperCNN before this policy defaulted to the paper's (older saved models).
+    sb3_default_heads: ClassVar[Any] = dict(pi=[64, 64], vf=[64, 64])
+
+    def __init__(
+        self,
+        *args: Any,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        features_extractor_class: type[BaseFeaturesExtractor] = PaperCNN,
+        **kwargs: Any,
+    ) -> None:
+        net_arch = [] if net_arch is None else net_arch
+        super().__init__(*args, net_arch=net_arch, features_extractor_class=features_extractor_class, **kwargs)
 
 
 class PaperCnnLstmPolicy(CnnLstmPolicy):
-    """The paper's A3C LSTM: the paper's network, then a 256-unit LSTM shared by both heads."""
+    """
+    The paper's A3C LSTM: the paper's network, then a 256-unit LSTM shared by both heads, which
+    read its output directly (``net_arch=[]`` by default).
+    """
 
-    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = PaperCNN, **kwargs: Any) -> None:
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+    #: The heads SB3 built after PaperCNN before this policy defaulted to the paper's (older saved models).
+    sb3_default_heads: ClassVar[Any] = dict(pi=[64, 64], vf=[64, 64])
+
+    def __init__(
+        self,
+        *args: Any,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        features_extractor_class: type[BaseFeaturesExtractor] = PaperCNN,
+        **kwargs: Any,
+    ) -> None:
+        net_arch = [] if net_arch is None else net_arch
+        super().__init__(*args, net_arch=net_arch, features_extractor_class=features_extractor_class, **kwargs)
