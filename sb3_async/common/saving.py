@@ -49,7 +49,7 @@ def policy_kwargs_of_older_file(data: dict[str, Any]) -> dict[str, Any] | None:
         return None
     saved = json_to_data(json.dumps({key: data[key] for key in ("policy_class", "policy_kwargs") if key in data}))
     policy_kwargs = dict(saved.get("policy_kwargs") or {})
-    heads = getattr(saved["policy_class"], "sb3_default_heads", None)
+    heads = getattr(saved.get("policy_class"), "sb3_default_heads", None)
     if heads is None or "net_arch" in policy_kwargs or "features_extractor_class" in policy_kwargs:
         # Another policy, heads given, or another extractor: built the same way then and now.
         return None
