@@ -102,6 +102,25 @@ def test_exploration_is_annealed_over_global_steps_and_logged(tmp_path, capsys):
     assert model.exploration_rate == pytest.approx(0.1)
 
 
+def test_each_worker_keeps_its_final_epsilon_over_learn_calls_and_a_reload(tmp_path):
+    """The paper's threads keep their final ε for the whole run: a run resumed in chunks too."""
+    model = _model(AsyncOneStepQ, exploration_final_eps=[0.1, 0.01, 0.5], exploration_final_eps_probs=[0.4, 0.3, 0.3])
+    model.learn(1_000)
+    # A draw the workers' seeds give one time in eleven: it must survive the next calls.
+    model.worker_final_eps = [0.5, 0.5]
+    model.learn(2_000, reset_num_timesteps=False)
+    assert model.worker_final_eps == [0.5, 0.5]
+    assert model.exploration_rate == pytest.approx(0.5)
+    model.save(tmp_path / "model")
+    loaded = AsyncOneStepQ.load(tmp_path / "model", env=make_vec_env("CartPole-v1", n_envs=2, seed=1))
+    loaded.learn(1_000, reset_num_timesteps=False)
+    assert loaded.worker_final_eps == [0.5, 0.5]
+    # Other choices than those drawn from: drawn again.
+    loaded.exploration_final_eps, loaded.exploration_final_eps_probs = (0.2,), (1.0,)
+    loaded.learn(500)
+    assert loaded.worker_final_eps == [0.2, 0.2]
+
+
 @pytest.mark.parametrize("algo", ALGOS)
 def test_save_load_gives_identical_predictions(algo, tmp_path):
     model = _model(algo)

@@ -336,7 +336,12 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
     # --- main process --------------------------------------------------------------------
 
     def _prepare_workers(self, seeds: list[int], base_timesteps: int) -> None:
-        self.worker_final_eps = self._draw_final_eps(seeds)
+        # Drawn once: a worker keeps its final ε over later learn() calls and resumed runs, as the
+        # paper's threads keep theirs; drawn again only if the workers or the choices changed.
+        choices = {eps for eps, prob in zip(self.exploration_final_eps, self.exploration_final_eps_probs) if prob > 0}
+        kept = len(self.worker_final_eps) == self.n_workers and set(self.worker_final_eps) <= choices
+        if not kept:
+            self.worker_final_eps = self._draw_final_eps(seeds)
         self.logger.log(f"Final exploration rate of each worker: {self.worker_final_eps}")
 
     def _workers_done(self, copies_done: dict[str, int]) -> None:
