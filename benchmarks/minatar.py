@@ -8,8 +8,11 @@ and replace only the network (a small CNN for 10x10 inputs) and the exploration 
 length (scaled to the budget). Breakout's random policy scores about 0.4 per game.
 
     python -m benchmarks.minatar --algo a3c --timesteps 1000000 --seeds 0 1 2
-    python -m benchmarks.minatar --algo a3c \
-        -params "policy_kwargs:'dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=0.1))'"
+    python -m benchmarks.minatar --algo a3c -params "policy_kwargs:'dict(optimizer_class=RMSpropTFLike, \
+        optimizer_kwargs=dict(eps=0.1), net_arch=dict(pi=[64, 64], vf=[64, 64]))'"
+
+(``-params policy_kwargs:...`` replaces the entry's whole ``policy_kwargs``: the a3c entry's heads
+are named again so that only the epsilon differs.)
 """
 
 import argparse

@@ -10,7 +10,8 @@ paper's 0.1 (seed 0): A3C 0.45, n-step Q 0.42. The heads are built as the entrie
 policies build them (n-step Q: action values straight from the features; with SB3's two 64-unit
 layers in between it scored 2.36, 2.26 and 0.07). The one-step methods share n-step Q's optimizer
 settings. Commands: ``python -m benchmarks.minatar --algo a3c --timesteps 600000 --seeds 0 1 2``
-(and ``-params "policy_kwargs:'dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=0.1))'"``).
+(and ``-params "policy_kwargs:'dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=0.1))'"``, with
+``net_arch=dict(pi=[64, 64], vf=[64, 64])`` added inside for a3c, whose entry names its heads).
 """
 
 import pytest

@@ -106,7 +106,7 @@ def test_each_worker_keeps_its_final_epsilon_over_learn_calls_and_a_reload(tmp_p
     """The paper's threads keep their final ε for the whole run: a run resumed in chunks too."""
     model = _model(AsyncOneStepQ, exploration_final_eps=[0.1, 0.01, 0.5], exploration_final_eps_probs=[0.4, 0.3, 0.3])
     model.learn(1_000)
-    # A draw the workers' seeds give one time in eleven: it must survive the next calls.
+    # Seed 0's next learn() would draw [0.1, 0.1] for the workers: a kept draw stays [0.5, 0.5].
     model.worker_final_eps = [0.5, 0.5]
     model.learn(2_000, reset_num_timesteps=False)
     assert model.worker_final_eps == [0.5, 0.5]

@@ -19,10 +19,9 @@ from sb3_contrib.common.recurrent.policies import (
     RecurrentMultiInputActorCriticPolicy,
 )
 from stable_baselines3.common.policies import ActorCriticCnnPolicy
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 
-from sb3_async.common.torch_layers import PaperCNN
+from sb3_async.common.torch_layers import PaperNetworkDefaults
 
 __all__ = ["CnnLstmPolicy", "MlpLstmPolicy", "MultiInputLstmPolicy", "PaperCnnLstmPolicy", "PaperCnnPolicy"]
 
@@ -87,42 +86,22 @@ class MultiInputLstmPolicy(_SharedTorso, RecurrentMultiInputActorCriticPolicy):
     """sb3-contrib's ``MultiInputLstmPolicy`` with ``share_lstm_torso`` (default True, the paper's torso)."""
 
 
-class PaperCnnPolicy(ActorCriticCnnPolicy):
+class PaperCnnPolicy(PaperNetworkDefaults, ActorCriticCnnPolicy):
     """
     SB3's ``CnnPolicy`` with the paper's network by default: :class:`~sb3_async.common.torch_layers.PaperCNN`,
-    and the policy and the value straight from its 256-unit layer (``net_arch=[]``; SB3 would add
-    two 64-unit layers per head after any extractor other than its ``NatureCNN``).
+    and the policy and the value straight from its 256-unit layer (``net_arch=[]``; see
+    :class:`~sb3_async.common.torch_layers.PaperNetworkDefaults`).
     """
 
     #: The heads SB3 built after PaperCNN before this policy defaulted to the paper's (older saved models).
-    sb3_default_heads: ClassVar[Any] = dict(pi=[64, 64], vf=[64, 64])
-
-    def __init__(
-        self,
-        *args: Any,
-        net_arch: list[int] | dict[str, list[int]] | None = None,
-        features_extractor_class: type[BaseFeaturesExtractor] = PaperCNN,
-        **kwargs: Any,
-    ) -> None:
-        net_arch = [] if net_arch is None else net_arch
-        super().__init__(*args, net_arch=net_arch, features_extractor_class=features_extractor_class, **kwargs)
+    sb3_default_heads: ClassVar[dict[str, list[int]]] = dict(pi=[64, 64], vf=[64, 64])
 
 
-class PaperCnnLstmPolicy(CnnLstmPolicy):
+class PaperCnnLstmPolicy(PaperNetworkDefaults, CnnLstmPolicy):
     """
     The paper's A3C LSTM: the paper's network, then a 256-unit LSTM shared by both heads, which
     read its output directly (``net_arch=[]`` by default).
     """
 
-    #: The heads SB3 built after PaperCNN before this policy defaulted to the paper's (older saved models).
-    sb3_default_heads: ClassVar[Any] = dict(pi=[64, 64], vf=[64, 64])
-
-    def __init__(
-        self,
-        *args: Any,
-        net_arch: list[int] | dict[str, list[int]] | None = None,
-        features_extractor_class: type[BaseFeaturesExtractor] = PaperCNN,
-        **kwargs: Any,
-    ) -> None:
-        net_arch = [] if net_arch is None else net_arch
-        super().__init__(*args, net_arch=net_arch, features_extractor_class=features_extractor_class, **kwargs)
+    #: The heads SB3 built after the LSTM before this policy defaulted to the paper's (older saved models).
+    sb3_default_heads: ClassVar[dict[str, list[int]]] = dict(pi=[64, 64], vf=[64, 64])

@@ -133,9 +133,14 @@ class AsyncAlgorithm:
             )
         if saved_by is not None and saved_by != cls.__name__:
             raise ValueError(f"{path} holds a model of {saved_by}, not of {cls.__name__}: load it with {saved_by}.load")
-        older_policy_kwargs = policy_kwargs_of_older_file(data)
-        if older_policy_kwargs is not None and "policy_kwargs" not in (custom_objects or {}):
-            custom_objects = {**(custom_objects or {}), "policy_kwargs": older_policy_kwargs}
+        older = policy_kwargs_of_older_file(data, custom_objects)
+        if older is not None:
+            stored, heads = older
+            custom_objects = {**(custom_objects or {}), "policy_kwargs": stored}
+            # SB3 checks a given policy_kwargs against the stored one: the file's heads complete both.
+            given = kwargs.get("policy_kwargs")
+            if isinstance(given, dict) and given.get("net_arch") is None:
+                kwargs["policy_kwargs"] = {**given, "net_arch": heads}
         try:
             return super().load(  # type: ignore[misc]
                 path, env, device, custom_objects, print_system_info, force_reset, **kwargs

@@ -4,10 +4,12 @@ import copy
 import json
 import pathlib
 import struct
+import warnings
 import zipfile
 from typing import Any
 
 from stable_baselines3.common.save_util import json_to_data, open_path
+from stable_baselines3.common.torch_layers import NatureCNN
 
 __all__ = ["POLICY_FORMAT", "SAVED_BY", "policy_kwargs_of_older_file", "saved_attributes"]
 
@@ -38,19 +40,35 @@ def saved_attributes(path: Any) -> dict[str, Any]:
             file.seek(position)
 
 
-def policy_kwargs_of_older_file(data: dict[str, Any]) -> dict[str, Any] | None:
+def policy_kwargs_of_older_file(
+    data: dict[str, Any], custom_objects: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], Any] | None:
     """
     For a model saved before the Paper* policies took the paper's heads by default (no
-    ``POLICY_FORMAT`` in ``data``) whose ``policy_kwargs`` named no ``net_arch``: its
-    ``policy_kwargs`` with the heads it was built with, so that it loads as it was saved.
-    ``None`` when the file needs nothing.
+    ``POLICY_FORMAT`` in ``data``) and built with SB3's default heads: its ``policy_kwargs`` with
+    the heads it was built with, and those heads, so that it loads as it was saved. ``None`` when
+    the file needs nothing, or when its policy cannot be read (SB3's ``load`` reports that).
+
+    :param data: the saved attributes (:func:`saved_attributes`)
+    :param custom_objects: ``load``'s replacements, used in place of the saved entries
     """
-    if data.get(POLICY_FORMAT, 1) >= 2 or "policy_class" not in data:
+    if data.get(POLICY_FORMAT, 1) >= 2:
         return None
-    saved = json_to_data(json.dumps({key: data[key] for key in ("policy_class", "policy_kwargs") if key in data}))
+    custom_objects = custom_objects or {}
+    names = ("policy_class", "policy_kwargs")
+    try:
+        # SB3's load unpickles these again and warns about what it cannot read: warn once.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            saved = json_to_data(json.dumps({key: data[key] for key in names if key in data and key not in custom_objects}))
+    except Exception:  # whatever fails here fails again in SB3's load, which reports it
+        return None
+    saved.update({key: custom_objects[key] for key in names if key in custom_objects})
     policy_kwargs = dict(saved.get("policy_kwargs") or {})
     heads = getattr(saved.get("policy_class"), "sb3_default_heads", None)
-    if heads is None or "net_arch" in policy_kwargs or "features_extractor_class" in policy_kwargs:
-        # Another policy, heads given, or another extractor: built the same way then and now.
+    # SB3 added its default heads when net_arch was None, after any extractor but NatureCNN.
+    if heads is None or policy_kwargs.get("net_arch") is not None:
         return None
-    return {**policy_kwargs, "net_arch": copy.deepcopy(heads)}
+    if policy_kwargs.get("features_extractor_class") == NatureCNN:
+        return None
+    return {**policy_kwargs, "net_arch": copy.deepcopy(heads)}, copy.deepcopy(heads)

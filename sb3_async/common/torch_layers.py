@@ -1,12 +1,15 @@
-"""The paper's network for Atari, as an SB3 features extractor."""
+"""The paper's network for Atari: an SB3 features extractor, and the defaults of the policies built on it."""
+
+from typing import Any
 
 import gymnasium as gym
 import torch as th
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-__all__ = ["PaperCNN"]
+__all__ = ["PaperCNN", "PaperNetworkDefaults"]
 
 
 class PaperCNN(BaseFeaturesExtractor):
@@ -40,3 +43,33 @@ class PaperCNN(BaseFeaturesExtractor):
         # Images in channels-last layout take oneDNN's fast convolutions on CPUs: a third less time
         # for a rollout's acting and update (benchmarks, issue 13); the weights keep SB3's layout.
         return self.linear(self.cnn(observations.contiguous(memory_format=th.channels_last)))
+
+
+class PaperNetworkDefaults:
+    """
+    Mixin for an SB3 (or sb3-contrib) CNN policy: :class:`PaperCNN` as the features extractor and,
+    unless ``net_arch`` is given, the heads straight from its 256-unit layer (``net_arch=[]``),
+    as in the paper. SB3's own default would add two 64-unit layers per head after any
+    extractor but its ``NatureCNN``.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        *args: Any,
+        features_extractor_class: type[BaseFeaturesExtractor] = PaperCNN,
+        **kwargs: Any,
+    ) -> None:
+        net_arch = [] if net_arch is None else net_arch
+        super().__init__(  # type: ignore[call-arg]
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch,
+            *args,
+            features_extractor_class=features_extractor_class,
+            **kwargs,
+        )
