@@ -25,6 +25,9 @@ from sb3_async.common.torch_layers import PaperNetworkDefaults
 
 __all__ = ["CnnLstmPolicy", "MlpLstmPolicy", "MultiInputLstmPolicy", "PaperCnnLstmPolicy", "PaperCnnPolicy"]
 
+# SB3's actor-critic heads after any extractor but NatureCNN: what the Paper* policies had before.
+_SB3_DEFAULT_HEADS = dict(pi=[64, 64], vf=[64, 64])
+
 
 class _SharedTorso:
     """Makes the critic's LSTM the actor's (see the module docstring)."""
@@ -94,7 +97,7 @@ class PaperCnnPolicy(PaperNetworkDefaults, ActorCriticCnnPolicy):
     """
 
     #: The heads SB3 built after PaperCNN before this policy defaulted to the paper's (older saved models).
-    sb3_default_heads: ClassVar[dict[str, list[int]]] = dict(pi=[64, 64], vf=[64, 64])
+    sb3_default_heads: ClassVar[dict[str, list[int]]] = _SB3_DEFAULT_HEADS
 
 
 class PaperCnnLstmPolicy(PaperNetworkDefaults, CnnLstmPolicy):
@@ -104,4 +107,4 @@ class PaperCnnLstmPolicy(PaperNetworkDefaults, CnnLstmPolicy):
     """
 
     #: The heads SB3 built after the LSTM before this policy defaulted to the paper's (older saved models).
-    sb3_default_heads: ClassVar[dict[str, list[int]]] = dict(pi=[64, 64], vf=[64, 64])
+    sb3_default_heads: ClassVar[dict[str, list[int]]] = _SB3_DEFAULT_HEADS

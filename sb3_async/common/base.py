@@ -33,7 +33,13 @@ from sb3_async.common.cpus import check_local_workers, usable_cpus
 from sb3_async.common.envs import check_worker_env, is_env_factory, rebuild_per_worker_envs
 from sb3_async.common.optim import check_optimizer_class, share_optimizer_state
 from sb3_async.common.reporting import ReportAggregator
-from sb3_async.common.saving import POLICY_FORMAT, SAVED_BY, policy_kwargs_of_older_file, saved_attributes
+from sb3_async.common.saving import (
+    CURRENT_POLICY_FORMAT,
+    POLICY_FORMAT,
+    SAVED_BY,
+    policy_kwargs_of_older_file,
+    saved_attributes,
+)
 from sb3_async.common.signals import one_learn_at_a_time, sigterm_stops_training
 from sb3_async.common.validation import check_bool, check_float, check_int
 from sb3_async.common.worker import PeriodicCopy, Worker
@@ -89,7 +95,7 @@ class AsyncAlgorithm:
             require_ray()
         self.backend = backend
         setattr(self, SAVED_BY, type(self).__name__)
-        setattr(self, POLICY_FORMAT, 2)
+        setattr(self, POLICY_FORMAT, CURRENT_POLICY_FORMAT)
         self.n_workers = usable_cpus() if n_workers is None else check_int("n_workers", n_workers, minimum=1)
         if backend == "local":
             check_local_workers(self.n_workers)

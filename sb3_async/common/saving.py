@@ -11,7 +11,7 @@ from typing import Any
 from stable_baselines3.common.save_util import json_to_data, open_path
 from stable_baselines3.common.torch_layers import NatureCNN
 
-__all__ = ["POLICY_FORMAT", "SAVED_BY", "policy_kwargs_of_older_file", "saved_attributes"]
+__all__ = ["CURRENT_POLICY_FORMAT", "POLICY_FORMAT", "SAVED_BY", "policy_kwargs_of_older_file", "saved_attributes"]
 
 # The attribute that records which class saved a model (saved with it, as every attribute is).
 SAVED_BY = "_sb3_async_class"
@@ -19,6 +19,7 @@ SAVED_BY = "_sb3_async_class"
 # policies feed their heads straight from the 256-unit layer unless ``net_arch`` is given;
 # files without it (1) were built with SB3's default layers there.
 POLICY_FORMAT = "_sb3_async_policy_format"
+CURRENT_POLICY_FORMAT = 2
 
 
 def saved_attributes(path: Any) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def policy_kwargs_of_older_file(
     :param data: the saved attributes (:func:`saved_attributes`)
     :param custom_objects: ``load``'s replacements, used in place of the saved entries
     """
-    if data.get(POLICY_FORMAT, 1) >= 2:
+    if data.get(POLICY_FORMAT, 1) >= CURRENT_POLICY_FORMAT:
         return None
     custom_objects = custom_objects or {}
     names = ("policy_class", "policy_kwargs")
