@@ -4,14 +4,20 @@ Every hyperparameter of the ``atari`` entries of zoo_configs/ (optimizer, its ep
 rate schedule, t_max, environments per worker, entropy, clipping) is used as shipped, with a small
 CNN for MinAtar's 10x10 images (see benchmarks/minatar.py). This is the check that would have
 caught the paper's epsilon of 0.1 under SB3's mean losses. Measured at 600k steps with 2 workers
-(mean score of the last 100 training games; random play scores about 0.4), with the shipped
-epsilon 1e-5: A3C 5.23, 5.64, 4.82 (seeds 0, 1, 2), n-step Q 2.37, 2.35 (seeds 0, 1); with the
-paper's 0.1 (seed 0): A3C 0.45, n-step Q 0.42. The heads are built as the entries' Paper*
-policies build them (n-step Q: action values straight from the features; with SB3's two 64-unit
-layers in between it scored 2.36, 2.26 and 0.07). The one-step methods share n-step Q's optimizer
-settings. Commands: ``python -m benchmarks.minatar --algo a3c --timesteps 600000 --seeds 0 1 2``
-(and ``-params "policy_kwargs:'dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=0.1))'"``, with
-``net_arch=dict(pi=[64, 64], vf=[64, 64])`` added inside for a3c, whose entry names its heads).
+(mean score of the last 100 training games; random play scores about 0.4): A3C (RMSpropTFLike,
+epsilon 1e-5) 5.23, 5.64, 4.82 (seeds 0, 1, 2); n-step Q (Adam 1e-4) 2.00, 2.15 (seeds 0, 1).
+With the paper's RMSprop epsilon of 0.1 (seed 0): A3C 0.45, n-step Q 0.42. The heads are built as
+the entries' Paper* policies build them (n-step Q: action values straight from the features).
+
+What this proxy does not catch: n-step Q with RMSpropTFLike at 1e-5 scores 2.37 and 2.35 here,
+as well as Adam, but did not learn Pong in 3M steps where Adam did (zoo_configs/README.md); a
+likely reason, not measured: the small CNN's gradients are larger than those of the paper's
+network on 84x84 frames, which sat below that epsilon's floor. Pong itself is the measure; this
+guards against settings that cannot learn from pixels at all.
+Commands: ``python -m benchmarks.minatar --algo a3c --timesteps 600000 --seeds 0 1 2``
+(and ``-params "policy_kwargs:'dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=0.1))'"``,
+with ``net_arch=dict(pi=[64, 64], vf=[64, 64])`` added inside for a3c, whose entry names its heads,
+and ``use_rms_prop:True learning_rate:lin_7e-4`` added for n-step Q).
 """
 
 import pytest

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch as th
 import yaml
 
 from sb3_async.zoo import ALGOS, config_path
@@ -54,6 +55,23 @@ def test_every_entry_builds_its_model_through_the_zoo(algo, env_key, tmp_path, m
     zoo_main(["train", "--algo", algo, "--env", env_id, "-f", str(tmp_path), "--seed", "0"])
     (model,) = built
     assert isinstance(model, ALGOS[algo])
+    model.env.close()
+
+
+@pytest.mark.parametrize("algo", ["async_nstep_q", "async_onestep_q", "async_onestep_sarsa"])
+def test_value_based_atari_entries_train_with_the_optimizer_measured_on_pong(algo, tmp_path, monkeypatch):
+    """Adam at a constant 1e-4, statistics shared: RMSprop's forms did not learn Pong with the Q loss."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    built = []
+    monkeypatch.setattr(ExperimentManager, "learn", lambda self, model: built.append(model))
+    monkeypatch.setattr(ExperimentManager, "save_trained_model", lambda self, model: None)
+    zoo_main(["train", "--algo", algo, "--env", "PongNoFrameskip-v4", "-f", str(tmp_path), "--seed", "0"])
+    (model,) = built
+    optimizer = model.policy.optimizer
+    assert type(optimizer) is th.optim.Adam
+    assert model.lr_schedule(1.0) == model.lr_schedule(0.0) == 1e-4
+    assert all(optimizer.state[p]["exp_avg_sq"].is_shared() for group in optimizer.param_groups for p in group["params"])
     model.env.close()
 
 
