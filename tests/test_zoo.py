@@ -43,17 +43,23 @@ def test_config_files_ship_with_the_package_and_the_repository():
         assert shipped.read_text() == (ROOT / "zoo_configs" / f"{algo}.yml").read_text()
 
 
-@pytest.mark.parametrize("algo, env_key", _entries())
-def test_every_entry_builds_its_model_through_the_zoo(algo, env_key, tmp_path, monkeypatch):
-    """Each entry goes through the zoo's own preprocessing and constructor call (no unknown keys, no typos)."""
+def _built_by_the_zoo(algo: str, env_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The model ``train`` builds for ``algo`` on ``env_id``, stopped before it learns."""
     from rl_zoo3.exp_manager import ExperimentManager
 
     built = []
     monkeypatch.setattr(ExperimentManager, "learn", lambda self, model: built.append(model))
     monkeypatch.setattr(ExperimentManager, "save_trained_model", lambda self, model: None)
-    env_id = "PongNoFrameskip-v4" if env_key == "atari" else env_key
     zoo_main(["train", "--algo", algo, "--env", env_id, "-f", str(tmp_path), "--seed", "0"])
     (model,) = built
+    return model
+
+
+@pytest.mark.parametrize("algo, env_key", _entries())
+def test_every_entry_builds_its_model_through_the_zoo(algo, env_key, tmp_path, monkeypatch):
+    """Each entry goes through the zoo's own preprocessing and constructor call (no unknown keys, no typos)."""
+    env_id = "PongNoFrameskip-v4" if env_key == "atari" else env_key
+    model = _built_by_the_zoo(algo, env_id, tmp_path, monkeypatch)
     assert isinstance(model, ALGOS[algo])
     model.env.close()
 
@@ -61,13 +67,7 @@ def test_every_entry_builds_its_model_through_the_zoo(algo, env_key, tmp_path, m
 @pytest.mark.parametrize("algo", ["async_nstep_q", "async_onestep_q", "async_onestep_sarsa"])
 def test_value_based_atari_entries_train_with_the_optimizer_measured_on_pong(algo, tmp_path, monkeypatch):
     """Adam at a constant 1e-4, statistics shared: RMSprop's forms did not learn Pong with the Q loss."""
-    from rl_zoo3.exp_manager import ExperimentManager
-
-    built = []
-    monkeypatch.setattr(ExperimentManager, "learn", lambda self, model: built.append(model))
-    monkeypatch.setattr(ExperimentManager, "save_trained_model", lambda self, model: None)
-    zoo_main(["train", "--algo", algo, "--env", "PongNoFrameskip-v4", "-f", str(tmp_path), "--seed", "0"])
-    (model,) = built
+    model = _built_by_the_zoo(algo, "PongNoFrameskip-v4", tmp_path, monkeypatch)
     optimizer = model.policy.optimizer
     assert type(optimizer) is th.optim.Adam
     assert model.lr_schedule(1.0) == model.lr_schedule(0.0) == 1e-4
