@@ -4,8 +4,9 @@ MinAtar (Young & Tian 2019) plays miniature Atari games on a 10x10 grid of objec
 a convolutional policy must learn from images, as on Atari, at a hundredth of the cost. The
 models here take every hyperparameter of an ``atari`` entry of ``zoo_configs/`` (learning rate
 and its schedule, optimizer and its epsilon, t_max, environments per worker, entropy, clipping)
-and replace only the network (a small CNN for 10x10 inputs) and the exploration schedule's
-length (scaled to the budget). Breakout's random policy scores about 0.4 per game.
+and its policy class (heads, LSTM), and replace only the features extractor (a small CNN for
+10x10 inputs) and the exploration schedule's length (scaled to the budget). Breakout's random
+policy scores about 0.4 per game.
 
     python -m benchmarks.minatar --algo a3c --timesteps 1000000 --seeds 0 1 2
     python -m benchmarks.minatar --algo a3c -params "policy_kwargs:'dict(optimizer_class=RMSpropTFLike, \
@@ -17,6 +18,7 @@ are named again so that only the epsilon differs.)
 
 import argparse
 import json
+import pydoc
 import sys
 import time
 from typing import Any
@@ -80,7 +82,7 @@ def atari_entry(algo: str, overrides: dict[str, Any] | None = None) -> dict[str,
 
     entry = dict(yaml.safe_load(config_path(algo).read_text())["atari"])
     entry.update(overrides or {})
-    for key in ("env_wrapper", "frame_stack", "policy", "n_timesteps"):
+    for key in ("env_wrapper", "frame_stack", "n_timesteps"):
         entry.pop(key, None)
     if isinstance(entry.get("learning_rate"), str) and entry["learning_rate"].startswith("lin_"):
         entry["learning_rate"] = linear_schedule(float(entry["learning_rate"][4:]))
@@ -96,13 +98,14 @@ def make_model(
     register()
     entry = atari_entry(algo, overrides)
     n_envs = entry.pop("n_envs", 1)
-    # Heads as the entry's PaperCnnPolicy builds them: straight from the features unless the entry says otherwise.
-    entry["policy_kwargs"] = {"net_arch": [], **entry.get("policy_kwargs", {}), "features_extractor_class": MinAtarCNN}
+    # The entry's own policy class (its heads, a3c_lstm's LSTM) on the small CNN's features.
+    policy = pydoc.locate(entry.pop("policy"))
+    entry["policy_kwargs"] = {**entry.get("policy_kwargs", {}), "features_extractor_class": MinAtarCNN}
     if "exploration_steps" in entry:
         # The entry anneals ε over a tenth of its 10M-step budget: the same share of this one.
         entry["exploration_steps"] = timesteps // 10
     env = make_vec_env(f"MinAtar/{game}-v1", n_envs=n_envs, seed=seed, wrapper_class=_ChannelsFirst)
-    return ALGOS[algo]("CnnPolicy", env, n_workers=n_workers, seed=seed, **entry)
+    return ALGOS[algo](policy, env, n_workers=n_workers, seed=seed, **entry)
 
 
 def run(
