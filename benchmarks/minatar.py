@@ -99,7 +99,8 @@ def make_model(
     entry = atari_entry(algo, overrides)
     n_envs = entry.pop("n_envs", 1)
     # The entry's own policy class (its heads, a3c_lstm's LSTM) on the small CNN's features.
-    policy = pydoc.locate(entry.pop("policy"))
+    policy = entry.pop("policy")
+    policy = pydoc.locate(policy) or policy  # a dotted path, or a name the algorithm knows ("CnnPolicy")
     entry["policy_kwargs"] = {**entry.get("policy_kwargs", {}), "features_extractor_class": MinAtarCNN}
     if "exploration_steps" in entry:
         # The entry anneals ε over a tenth of its 10M-step budget: the same share of this one.

@@ -11,9 +11,8 @@ the entries' Paper* policies build them (n-step Q: action values straight from t
 
 What this proxy does not catch: n-step Q with RMSpropTFLike at 1e-5 scores 2.37 and 2.35 here,
 as well as Adam, but did not learn Pong in 3M steps where Adam did (zoo_configs/README.md); a
-likely reason, not measured: the small CNN's gradients are larger than those of the paper's
-network on 84x84 frames, which sat below that epsilon's floor. Pong itself is the measure; this
-guards against settings that cannot learn from pixels at all.
+reason is not known (the small CNN on 10x10 grids is not the paper's network on 84x84 frames).
+Pong itself is the measure; this guards against settings that cannot learn from pixels at all.
 Commands: ``python -m benchmarks.minatar --algo a3c --timesteps 600000 --seeds 0 1 2``
 (and ``-params "policy_kwargs:'dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(eps=0.1))'"``,
 with ``net_arch=dict(pi=[64, 64], vf=[64, 64])`` added inside for a3c, whose entry names its heads,
