@@ -103,6 +103,7 @@ class _CountingCallback(BaseCallback):
         self.timesteps: list[int] = []
         self.started = self.ended = 0
         self.episodes = 0
+        self.workers: set[int] = set()
 
     def _on_training_start(self) -> None:
         self.started += 1
@@ -113,6 +114,7 @@ class _CountingCallback(BaseCallback):
     def _on_step(self) -> bool:
         self.timesteps.append(self.num_timesteps)
         self.episodes += int(np.sum(self.locals["dones"]))
+        self.workers.update(info["episode"]["worker"] for info in self.locals["infos"] if "episode" in info)
         assert len(self.locals["infos"]) == self.training_env.num_envs
         return self.stop_at is None or self.num_timesteps < self.stop_at
 
@@ -128,6 +130,7 @@ def test_callbacks_see_num_timesteps_advance():
     # Episodes reach the main process in batches (every 0.2 s per worker), after their steps:
     # the last batch may arrive when no callback step is left to carry it.
     assert 0 < callback.episodes <= model._episode_num
+    assert callback.workers == set(range(model.n_workers)), "each episode names the worker that played it"
 
 
 def test_callback_returning_false_stops_all_workers_promptly():

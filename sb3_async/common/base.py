@@ -60,7 +60,8 @@ class AsyncAlgorithm:
     In the main process, callbacks are called once for every ``n_envs`` global steps (as one
     ``VecEnv.step`` of A2C would), with ``num_timesteps`` set to the global step counter; their
     ``locals`` hold ``infos`` and ``dones`` built from the episodes the workers finished
-    (observations, actions and rewards stay in the workers).
+    (observations, actions and rewards stay in the workers); ``info["episode"]`` carries the
+    index of the worker that played it as ``"worker"``.
     """
 
     n_workers: int

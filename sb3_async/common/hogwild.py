@@ -137,6 +137,7 @@ class HogwildGroup(WorkerGroup):
 
         local = LocalCopy(shared, keep_shared=[c.target for c in self._copies], after_step=after_update)
         algorithm.policy = local.module
-        worker = HogwildWorker(context, local, WorkerReporter(lambda report: context.send("report", report)))
+        reporter = WorkerReporter(lambda report: context.send("report", report), context.worker_id)
+        worker = HogwildWorker(context, local, reporter)
         algorithm._run_worker(worker)
         worker.flush()

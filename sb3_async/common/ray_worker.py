@@ -147,7 +147,7 @@ class RayWorker(Worker):
         self._acknowledged = 0
         self._taken = 0
         # Reports ride on this worker's messages: the reporter never sends on its own.
-        self._reporter = WorkerReporter(lambda report: None, interval=float("inf"), min_interval=float("inf"))
+        self._reporter = WorkerReporter(lambda report: None, worker_id, interval=float("inf"), min_interval=float("inf"))
         self._normalizers = self._track_normalization(algorithm.env)
 
     @staticmethod

@@ -24,12 +24,17 @@ class WorkerReporter:
     as ``StopTrainingOnMaxEpisodes`` act on it).
 
     :param send: sends one report to the main process
+    :param worker_id: index of the worker, added to each episode's ``Monitor`` dict as ``"worker"``
+        (with per-worker settings such as the Q methods' final epsilons, results differ by worker)
     :param interval: the longest a collected value waits before it is sent, in seconds
     :param min_interval: the shortest time between two messages, in seconds
     """
 
-    def __init__(self, send: Callable[[dict[str, Any]], None], interval: float = 0.2, min_interval: float = 0.005) -> None:
+    def __init__(
+        self, send: Callable[[dict[str, Any]], None], worker_id: int, interval: float = 0.2, min_interval: float = 0.005
+    ) -> None:
         self._send = send
+        self._worker_id = worker_id
         self._interval = interval
         self._min_interval = min_interval
         self._last_send = time.monotonic()
@@ -46,7 +51,7 @@ class WorkerReporter:
         for info, done in zip(infos, dones):
             episode = info.get("episode")
             if episode is not None:
-                self._episodes.append(episode)
+                self._episodes.append({**episode, "worker": self._worker_id})
             if done and info.get("is_success") is not None:
                 self._successes.append(bool(info["is_success"]))
         if time.monotonic() - self._last_send >= self._interval:
