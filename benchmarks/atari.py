@@ -9,8 +9,10 @@ The model is built by rl_zoo3's ``ExperimentManager`` from our hyperparameter fi
 overrides entries, as the zoo's flag does), so it is exactly what ``python -m sb3_async.zoo
 train`` would train. Every finished training episode is appended to ``episodes.csv`` in the run
 folder (global step, training seconds, score: the game's raw score, as ``Monitor`` records it
-below ``AtariWrapper``); every ``--checkpoint-minutes`` the model is saved to ``checkpoint.zip``
-with the run's state in ``state.json``. Run the same command again (or with only ``--run-dir``)
+below ``AtariWrapper``, length, and the worker that played it: with the Q methods each worker
+explores with its own final epsilon, so ``curve.png`` also shows each worker's mean); every
+``--checkpoint-minutes`` the model is saved to ``checkpoint.zip`` with the run's state in
+``state.json``. Run the same command again (or with only ``--run-dir``)
 and it resumes from the last checkpoint: the learning-rate and exploration schedules follow the
 run's whole step budget, not the chunk. When the budget is spent, the final policy is evaluated
 and ``summary.json`` and ``curve.png`` (score against steps and against seconds) are written.
@@ -39,6 +41,8 @@ __all__ = ["main", "parse_params", "read_episodes", "rolling_mean"]
 
 _STATE = "state.json"
 _EPISODES = "episodes.csv"
+_COLUMNS = ["steps", "seconds", "score", "length", "worker"]
+_NO_WORKER = -1  # rows written before episodes named their worker
 _CHECKPOINT = "checkpoint.zip"
 # The zoo evaluates value-based agents greedily and the others' Atari agents stochastically.
 _GREEDY = {"async_nstep_q", "async_onestep_q", "async_onestep_sarsa"}
@@ -75,7 +79,7 @@ class RunLog(BaseCallback):
         self._file = open(self.run_dir / _EPISODES, "a", newline="")
         self._writer = csv.writer(self._file)
         if new:
-            self._writer.writerow(["steps", "seconds", "score", "length"])
+            self._writer.writerow(_COLUMNS)
 
     def seconds(self) -> float:
         """Training seconds of the whole run so far."""
@@ -85,7 +89,8 @@ class RunLog(BaseCallback):
         for info in self.locals["infos"]:
             episode = info.get("episode")
             if episode is not None:
-                self._writer.writerow([self.num_timesteps, round(self.seconds(), 2), episode["r"], episode["l"]])
+                row = [self.num_timesteps, round(self.seconds(), 2), episode["r"], episode["l"]]
+                self._writer.writerow([*row, episode.get("worker", _NO_WORKER)])
         now = time.monotonic()
         if now - self._last_checkpoint >= self.checkpoint_seconds:
             self._last_checkpoint = now
@@ -103,6 +108,8 @@ class RunLog(BaseCallback):
         self._file.flush()
         os.fsync(self._file.fileno())
         self.state.update(steps=int(self.model.num_timesteps), seconds=round(self.seconds(), 2))
+        if getattr(self.model, "worker_final_eps", None):
+            self.state["worker_final_eps"] = list(self.model.worker_final_eps)
         self.model.save(self.run_dir / "checkpoint.tmp.zip")
         os.replace(self.run_dir / "checkpoint.tmp.zip", self.run_dir / _CHECKPOINT)
         _write_json(self.run_dir / _STATE, self.state)
@@ -119,14 +126,18 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def read_episodes(run_dir: Path) -> np.ndarray:
-    """The episodes of a run as rows ``(steps, seconds, score, length)``; rows after the last checkpoint are dropped."""
+    """
+    The episodes of a run as rows ``(steps, seconds, score, length, worker)`` (worker -1 where the
+    file predates the column); rows after the last checkpoint are dropped.
+    """
     path = run_dir / _EPISODES
+    width = len(_COLUMNS)
     if not path.exists():
-        return np.zeros((0, 4))
+        return np.zeros((0, width))
     state = json.loads((run_dir / _STATE).read_text())
     with open(path) as f:
-        rows = [[float(x) for x in row] for row in csv.reader(f) if row and row[0] != "steps" and len(row) == 4]
-    episodes = np.array(rows).reshape(-1, 4)
+        rows = [[float(x) for x in row] for row in csv.reader(f) if row and row[0] != "steps" and len(row) in (4, width)]
+    episodes = np.array([row + [_NO_WORKER] * (width - len(row)) for row in rows]).reshape(-1, width)
     return episodes[episodes[:, 0] <= state["steps"]]
 
 
@@ -135,9 +146,9 @@ def _drop_rows_after_checkpoint(run_dir: Path, steps: int) -> None:
     episodes = read_episodes(run_dir)
     with open(run_dir / _EPISODES, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["steps", "seconds", "score", "length"])
+        writer.writerow(_COLUMNS)
         for row in episodes[episodes[:, 0] <= steps]:
-            writer.writerow([int(row[0]), row[1], row[2], int(row[3])])
+            writer.writerow([int(row[0]), row[1], row[2], int(row[3]), int(row[4])])
 
 
 def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -239,6 +250,9 @@ def report(run_dir: Path, window: int = 100) -> dict[str, Any]:
             if upto:
                 marks[f"{million}M"] = round(float(means[upto - 1]), 2)
         summary[f"mean{window}_at"] = marks
+        by_worker = _by_worker(episodes, state, window)
+        if by_worker:
+            summary[f"mean{window}_end_by_worker"] = {label: float(means[-1]) for label, (_, means) in by_worker.items()}
     for key in ("final_eval", "evaluations"):
         if key in state:
             summary[key] = state[key]
@@ -246,6 +260,20 @@ def report(run_dir: Path, window: int = 100) -> dict[str, Any]:
     if len(episodes):
         _plot(run_dir, state, episodes, window)
     return summary
+
+
+def _by_worker(episodes: np.ndarray, state: dict[str, Any], window: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each worker's episodes (their rows' steps) and its rolling mean, by a label naming its final epsilon if it has one."""
+    workers = sorted({int(w) for w in episodes[:, 4] if w != _NO_WORKER})
+    if len(workers) < 2:
+        return {}
+    final_eps = state.get("worker_final_eps") or []
+    result = {}
+    for worker in workers:
+        mine = episodes[episodes[:, 4] == worker]
+        label = f"worker {worker}" + (f" (final epsilon {final_eps[worker]:g})" if worker < len(final_eps) else "")
+        result[label] = (mine[:, 0], rolling_mean(mine[:, 2], window))
+    return result
 
 
 def _plot(run_dir: Path, state: dict[str, Any], episodes: np.ndarray, window: int) -> None:
@@ -264,8 +292,10 @@ def _plot(run_dir: Path, state: dict[str, Any], episodes: np.ndarray, window: in
         ax.plot(episodes[:, column] / scale, means, color="C0", label=f"mean of last {window}")
         ax.set_xlabel(f"{label} ({'millions' if column == 0 else 'hours'})")
         ax.grid(alpha=0.3)
+    for index, (label, (steps, worker_means)) in enumerate(_by_worker(episodes, state, window).items()):
+        axes[0].plot(steps / 1e6, worker_means, lw=0.8, color=f"C{index + 1}", label=f"{label}, last {window}")
     axes[0].set_ylabel("score per game")
-    axes[0].legend(loc="lower right")
+    axes[0].legend(loc="lower right", fontsize=7)
     params = " ".join(state["params"])
     fig.suptitle(f"{state['algo']} on {state['env']}, {state['n_workers']} workers, seed {state['seed']} {params}".strip())
     fig.tight_layout()

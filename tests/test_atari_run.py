@@ -1,0 +1,56 @@
+"""``python -m benchmarks.atari``: a run stopped part-way resumes, records who played each episode and reports."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.atari import read_episodes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _atari_run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.atari", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_run_cut_short_resumes_to_its_budget_and_reports_each_worker(tmp_path):
+    # CartPole stands in for a game: the module takes any env the entry has settings for.
+    run_dir = tmp_path / "run"
+    common = ["--run-dir", str(run_dir), "--checkpoint-minutes", "0.02"]
+    first = _atari_run(
+        *common, "--algo", "async_nstep_q", "--env", "CartPole-v1", "--timesteps", "60000", "--workers", "2",
+        "--eval-episodes", "2", "--minutes", "0.05",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    paused = json.loads((run_dir / "state.json").read_text())
+    assert 0 < paused["steps"] < 60_000 and "final_eval" not in paused
+    assert len(paused["worker_final_eps"]) == 2
+
+    second = _atari_run(*common)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"resumed at {paused['steps']} steps" in second.stdout
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["steps"] >= 60_000 and len(state["final_eval"]["scores"]) == 2
+    assert state["worker_final_eps"] == paused["worker_final_eps"], "a resumed run keeps each worker's exploration"
+
+    with open(run_dir / "episodes.csv") as f:
+        assert next(csv.reader(f)) == ["steps", "seconds", "score", "length", "worker"]
+    episodes = read_episodes(run_dir)
+    assert np.all(np.diff(episodes[:, 0]) >= 0) and np.all(np.diff(episodes[:, 1]) >= 0)
+    assert set(episodes[:, 4]) == {0, 1}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    eps = state["worker_final_eps"]
+    assert set(summary["mean100_end_by_worker"]) == {f"worker {i} (final epsilon {eps[i]:g})" for i in (0, 1)}
+    assert (run_dir / "curve.png").exists()
+
+
+def test_episodes_written_before_the_worker_column_still_read(tmp_path):
+    (tmp_path / "state.json").write_text(json.dumps({"steps": 300}))
+    (tmp_path / "episodes.csv").write_text("steps,seconds,score,length\n100,1.0,-21.0,800\n400,4.0,-20.0,790\n")
+    np.testing.assert_array_equal(read_episodes(tmp_path), [[100, 1.0, -21.0, 800, -1]])
