@@ -10,7 +10,7 @@ overrides entries, as the zoo's flag does), so it is exactly what ``python -m sb
 train`` would train. Every finished training episode is appended to ``episodes.csv`` in the run
 folder (global step, training seconds, score: the game's raw score, as ``Monitor`` records it
 below ``AtariWrapper``, length, and the worker that played it: with the Q methods each worker
-explores with its own final epsilon, so ``curve.png`` also shows each worker's mean); every
+explores with its own final epsilon, so ``curve.png`` also shows the mean of each epsilon); every
 ``--checkpoint-minutes`` the model is saved to ``checkpoint.zip`` with the run's state in
 ``state.json``. Run the same command again (or with only ``--run-dir``)
 and it resumes from the last checkpoint: the learning-rate and exploration schedules follow the
@@ -135,8 +135,14 @@ def read_episodes(run_dir: Path) -> np.ndarray:
     if not path.exists():
         return np.zeros((0, width))
     state = json.loads((run_dir / _STATE).read_text())
+    rows = []
     with open(path) as f:
-        rows = [[float(x) for x in row] for row in csv.reader(f) if row and row[0] != "steps" and len(row) in (4, width)]
+        for row in csv.reader(f):
+            try:
+                rows.append([float(x) for x in row])
+            except ValueError:  # the header, or a row cut short when the process was killed
+                continue
+    rows = [row for row in rows if len(row) in (4, width)]
     episodes = np.array([row + [_NO_WORKER] * (width - len(row)) for row in rows]).reshape(-1, width)
     return episodes[episodes[:, 0] <= state["steps"]]
 
@@ -189,6 +195,7 @@ def train(
         _drop_rows_after_checkpoint(run_dir, int(state["steps"]))
         print(f"resumed at {model.num_timesteps} steps, {state['seconds']:.0f} s", flush=True)
     else:
+        _drop_rows_after_checkpoint(run_dir, 0)  # an attempt killed before its first checkpoint starts again
         state["n_workers"] = getattr(model, "n_workers", 1)
         state["hyperparams"] = {key: repr(value) for key, value in manager._hyperparams.items()}
     remaining = state["timesteps"] - model.num_timesteps
@@ -236,7 +243,8 @@ def report(run_dir: Path, window: int = 100) -> dict[str, Any]:
     state = json.loads((run_dir / _STATE).read_text())
     episodes = read_episodes(run_dir)
     summary: dict[str, Any] = {
-        key: state.get(key) for key in ("algo", "env", "seed", "params", "n_workers", "timesteps", "machine")
+        key: state.get(key)
+        for key in ("algo", "env", "seed", "params", "n_workers", "worker_final_eps", "timesteps", "machine")
     }
     summary.update(steps=state["steps"], seconds=state["seconds"], episodes=len(episodes))
     if len(episodes):
@@ -250,9 +258,9 @@ def report(run_dir: Path, window: int = 100) -> dict[str, Any]:
             if upto:
                 marks[f"{million}M"] = round(float(means[upto - 1]), 2)
         summary[f"mean{window}_at"] = marks
-        by_worker = _by_worker(episodes, state, window)
-        if by_worker:
-            summary[f"mean{window}_end_by_worker"] = {label: float(means[-1]) for label, (_, means) in by_worker.items()}
+        by_eps = _by_final_eps(episodes, state, window)
+        if by_eps:
+            summary[f"mean{window}_end_by_final_eps"] = {eps: float(eps_means[-1]) for eps, (_, eps_means) in by_eps.items()}
     for key in ("final_eval", "evaluations"):
         if key in state:
             summary[key] = state[key]
@@ -262,17 +270,20 @@ def report(run_dir: Path, window: int = 100) -> dict[str, Any]:
     return summary
 
 
-def _by_worker(episodes: np.ndarray, state: dict[str, Any], window: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Each worker's episodes (their rows' steps) and its rolling mean, by a label naming its final epsilon if it has one."""
-    workers = sorted({int(w) for w in episodes[:, 4] if w != _NO_WORKER})
-    if len(workers) < 2:
-        return {}
+def _by_final_eps(episodes: np.ndarray, state: dict[str, Any], window: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """
+    The steps of the episodes played by the workers of each final epsilon, and their rolling mean,
+    keyed by the epsilon (``"0.01"``); empty unless the workers explore with different epsilons.
+    """
     final_eps = state.get("worker_final_eps") or []
+    if len(set(final_eps)) < 2:
+        return {}
     result = {}
-    for worker in workers:
-        mine = episodes[episodes[:, 4] == worker]
-        label = f"worker {worker}" + (f" (final epsilon {final_eps[worker]:g})" if worker < len(final_eps) else "")
-        result[label] = (mine[:, 0], rolling_mean(mine[:, 2], window))
+    for eps in sorted(set(final_eps)):
+        workers = [worker for worker, worker_eps in enumerate(final_eps) if worker_eps == eps]
+        played = episodes[np.isin(episodes[:, 4], workers)]
+        if len(played):
+            result[f"{eps:g}"] = (played[:, 0], rolling_mean(played[:, 2], window))
     return result
 
 
@@ -292,8 +303,9 @@ def _plot(run_dir: Path, state: dict[str, Any], episodes: np.ndarray, window: in
         ax.plot(episodes[:, column] / scale, means, color="C0", label=f"mean of last {window}")
         ax.set_xlabel(f"{label} ({'millions' if column == 0 else 'hours'})")
         ax.grid(alpha=0.3)
-    for index, (label, (steps, worker_means)) in enumerate(_by_worker(episodes, state, window).items()):
-        axes[0].plot(steps / 1e6, worker_means, lw=0.8, color=f"C{index + 1}", label=f"{label}, last {window}")
+    for index, (eps, (steps, eps_means)) in enumerate(_by_final_eps(episodes, state, window).items()):
+        label = f"workers at final epsilon {eps}, last {window}"
+        axes[0].plot(steps / 1e6, eps_means, lw=0.8, color=f"C{index + 1}", label=label)
     axes[0].set_ylabel("score per game")
     axes[0].legend(loc="lower right", fontsize=7)
     params = " ".join(state["params"])

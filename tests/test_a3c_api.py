@@ -130,7 +130,8 @@ def test_callbacks_see_num_timesteps_advance():
     # Episodes reach the main process in batches (every 0.2 s per worker), after their steps:
     # the last batch may arrive when no callback step is left to carry it.
     assert 0 < callback.episodes <= model._episode_num
-    assert callback.workers == set(range(model.n_workers)), "each episode names the worker that played it"
+    # Each episode names the worker that played it.
+    assert callback.workers <= {episode["worker"] for episode in model.ep_info_buffer} == set(range(model.n_workers))
 
 
 def test_callback_returning_false_stops_all_workers_promptly():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.atari import read_episodes
+from benchmarks.atari import _drop_rows_after_checkpoint, read_episodes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,18 +19,19 @@ def _atari_run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_run_cut_short_resumes_to_its_budget_and_reports_each_worker(tmp_path):
+def test_a_run_cut_short_resumes_to_its_budget_and_reports_each_exploration_rate(tmp_path):
     # CartPole stands in for a game: the module takes any env the entry has settings for.
     run_dir = tmp_path / "run"
     common = ["--run-dir", str(run_dir), "--checkpoint-minutes", "0.02"]
     first = _atari_run(
         *common, "--algo", "async_nstep_q", "--env", "CartPole-v1", "--timesteps", "60000", "--workers", "2",
+        "--seed", "1", "-params", "exploration_final_eps:[0.5,0.01]", "exploration_final_eps_probs:[0.5,0.5]",
         "--eval-episodes", "2", "--minutes", "0.05",
     )  # fmt: skip
     assert first.returncode == 0, first.stderr[-3000:]
     paused = json.loads((run_dir / "state.json").read_text())
     assert 0 < paused["steps"] < 60_000 and "final_eval" not in paused
-    assert len(paused["worker_final_eps"]) == 2
+    assert sorted(paused["worker_final_eps"]) == [0.01, 0.5], "seed 1 draws one worker at each epsilon"
 
     second = _atari_run(*common)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -45,12 +46,17 @@ def test_a_run_cut_short_resumes_to_its_budget_and_reports_each_worker(tmp_path)
     assert np.all(np.diff(episodes[:, 0]) >= 0) and np.all(np.diff(episodes[:, 1]) >= 0)
     assert set(episodes[:, 4]) == {0, 1}
     summary = json.loads((run_dir / "summary.json").read_text())
-    eps = state["worker_final_eps"]
-    assert set(summary["mean100_end_by_worker"]) == {f"worker {i} (final epsilon {eps[i]:g})" for i in (0, 1)}
+    assert set(summary["mean100_end_by_final_eps"]) == {"0.01", "0.5"}
     assert (run_dir / "curve.png").exists()
 
 
-def test_episodes_written_before_the_worker_column_still_read(tmp_path):
+def test_episodes_written_before_the_worker_column_are_kept_on_resume(tmp_path):
     (tmp_path / "state.json").write_text(json.dumps({"steps": 300}))
-    (tmp_path / "episodes.csv").write_text("steps,seconds,score,length\n100,1.0,-21.0,800\n400,4.0,-20.0,790\n")
-    np.testing.assert_array_equal(read_episodes(tmp_path), [[100, 1.0, -21.0, 800, -1]])
+    # The last row was cut short by a kill, after the checkpoint at step 300.
+    (tmp_path / "episodes.csv").write_text("steps,seconds,score,length\n100,1.0,-21.0,800\n200,2.0,-20.0,790\n400,4.0,\n")
+    _drop_rows_after_checkpoint(tmp_path, 300)
+    assert (tmp_path / "episodes.csv").read_text().splitlines() == [
+        "steps,seconds,score,length,worker",
+        "100,1.0,-21.0,800,-1",
+        "200,2.0,-20.0,790,-1",
+    ]

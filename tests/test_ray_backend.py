@@ -77,6 +77,7 @@ def test_a3c_learns_cartpole_with_workers_on_both_nodes(cluster):
     model.learn(400_000, callback=[RecordNodes(), evaluation])
     assert evaluation.best_mean_reward >= 475, f"best {evaluation.best_mean_reward} after {model.num_timesteps} steps"
     assert len(set(nodes)) == 2, "one worker on each node"
+    assert {episode["worker"] for episode in model.ep_info_buffer} == {0, 1}, "each episode names its worker"
     # The cluster the user connected to is still there, and nothing of ours runs on it.
     assert ray.is_initialized() and not _alive_actors()
 

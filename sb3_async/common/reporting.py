@@ -24,8 +24,9 @@ class WorkerReporter:
     as ``StopTrainingOnMaxEpisodes`` act on it).
 
     :param send: sends one report to the main process
-    :param worker_id: index of the worker, added to each episode's ``Monitor`` dict as ``"worker"``
-        (with per-worker settings such as the Q methods' final epsilons, results differ by worker)
+    :param worker_id: index of the worker, added to (a copy of) each episode's ``Monitor`` dict as
+        ``"worker"``, replacing any value of that key (with per-worker settings such as the Q
+        methods' final epsilons, results differ by worker)
     :param interval: the longest a collected value waits before it is sent, in seconds
     :param min_interval: the shortest time between two messages, in seconds
     """
