@@ -24,20 +24,20 @@ def test_a_run_cut_short_resumes_to_its_budget_and_reports_each_exploration_rate
     run_dir = tmp_path / "run"
     common = ["--run-dir", str(run_dir), "--checkpoint-minutes", "0.02"]
     first = _atari_run(
-        *common, "--algo", "async_nstep_q", "--env", "CartPole-v1", "--timesteps", "60000", "--workers", "2",
+        *common, "--algo", "async_nstep_q", "--env", "CartPole-v1", "--timesteps", "200000", "--workers", "2",
         "--seed", "1", "-params", "exploration_final_eps:[0.5,0.01]", "exploration_final_eps_probs:[0.5,0.5]",
         "--eval-episodes", "2", "--minutes", "0.05",
     )  # fmt: skip
     assert first.returncode == 0, first.stderr[-3000:]
     paused = json.loads((run_dir / "state.json").read_text())
-    assert 0 < paused["steps"] < 60_000 and "final_eval" not in paused
+    assert 0 < paused["steps"] < 200_000 and "final_eval" not in paused
     assert sorted(paused["worker_final_eps"]) == [0.01, 0.5], "seed 1 draws one worker at each epsilon"
 
     second = _atari_run(*common)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"resumed at {paused['steps']} steps" in second.stdout
     state = json.loads((run_dir / "state.json").read_text())
-    assert state["steps"] >= 60_000 and len(state["final_eval"]["scores"]) == 2
+    assert state["steps"] >= 200_000 and len(state["final_eval"]["scores"]) == 2
     assert state["worker_final_eps"] == paused["worker_final_eps"], "a resumed run keeps each worker's exploration"
 
     with open(run_dir / "episodes.csv") as f:
