@@ -75,11 +75,9 @@ class RunLog(BaseCallback):
         self._start = time.monotonic()
         self._seconds_before = self.state["seconds"]
         self._last_checkpoint = self._start
-        new = not (self.run_dir / _EPISODES).exists()
+        # train() has written the header (a fresh file, or the rows kept up to the checkpoint).
         self._file = open(self.run_dir / _EPISODES, "a", newline="")
         self._writer = csv.writer(self._file)
-        if new:
-            self._writer.writerow(_COLUMNS)
 
     def seconds(self) -> float:
         """Training seconds of the whole run so far."""
