@@ -13,7 +13,14 @@ import gymnasium as gym
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
-__all__ = ["PerWorkerSubprocVecEnv", "check_worker_env", "is_env_factory", "rebuild_per_worker_envs", "vec_env_chain"]
+__all__ = [
+    "PerWorkerSubprocVecEnv",
+    "RebuiltPerWorker",
+    "check_worker_env",
+    "is_env_factory",
+    "rebuild_per_worker_envs",
+    "vec_env_chain",
+]
 
 
 class _Tee:
@@ -35,7 +42,23 @@ class _Tee:
         return getattr(self._stream, name)
 
 
-class PerWorkerSubprocVecEnv(SubprocVecEnv):
+class RebuiltPerWorker:
+    """
+    A VecEnv that a forked worker cannot step as it inherits it (its environments live in
+    sub-processes or threads of the process that built it): each worker steps a
+    :meth:`fresh_copy` instead, and leaves the inherited one alone.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.creator_pid = os.getpid()
+        super().__init__(*args, **kwargs)
+
+    def fresh_copy(self) -> VecEnv:
+        """A new VecEnv like this one, with environments of the calling process's own."""
+        raise NotImplementedError
+
+
+class PerWorkerSubprocVecEnv(RebuiltPerWorker, SubprocVecEnv):
     """
     A ``SubprocVecEnv`` that keeps its environment factories, so that every worker can start
     sub-processes of its own: pass it (or ``vec_env_cls=PerWorkerSubprocVecEnv`` to
@@ -51,12 +74,15 @@ class PerWorkerSubprocVecEnv(SubprocVecEnv):
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], start_method: str | None = None) -> None:
         self.env_fns = list(env_fns)
         self.start_method = start_method
-        # A worker forked from the process that built this one must start sub-processes of its own.
-        self.creator_pid = os.getpid()
         self._stderr_dir = tempfile.mkdtemp(prefix="sb3_async-env-")
         # Runs in each process forked from now on (with "fork": this one's sub-processes).
         multiprocessing.util.register_after_fork(self, PerWorkerSubprocVecEnv._keep_stderr)
         super().__init__(self.env_fns, start_method)
+
+    def fresh_copy(self) -> "PerWorkerSubprocVecEnv":
+        # fork: a forked worker inherits the main process's forkserver bookkeeping, which
+        # it cannot use (the server is not its child), and spawn would re-import everything.
+        return PerWorkerSubprocVecEnv(self.env_fns, "fork")
 
     def _keep_stderr(self) -> None:
         sys.stderr = _Tee(sys.stderr, os.path.join(self._stderr_dir, f"{os.getpid()}.err"))
@@ -95,20 +121,24 @@ class PerWorkerSubprocVecEnv(SubprocVecEnv):
         shutil.rmtree(self._stderr_dir, ignore_errors=True)
 
 
+# The main process's VecEnvs replaced in this worker, kept alive (see rebuild_per_worker_envs).
+_inherited: list[VecEnv] = []
+
+
 def rebuild_per_worker_envs(env: VecEnv) -> tuple[VecEnv, list[VecEnv]]:
     """
-    In a worker: replace each :class:`PerWorkerSubprocVecEnv` of ``env``'s chain by a new one
-    with sub-processes of its own, forked from the worker (the inherited one belongs to the main
-    process: it is left untouched, not closed). Returns the (possibly new) outermost env and the
-    envs created.
+    In a worker: replace each :class:`RebuiltPerWorker` VecEnv of ``env``'s chain (a
+    :class:`PerWorkerSubprocVecEnv`, an ``AleVecEnv``) by its fresh copy, with environments of
+    the worker's own (the inherited one belongs to the main process: it is left untouched, not
+    closed). Returns the (possibly new) outermost env and the envs created.
     """
     created: list[VecEnv] = []
     parent: VecEnv | None = None
     for wrapper in list(vec_env_chain(env)):
-        if isinstance(wrapper, PerWorkerSubprocVecEnv) and wrapper.creator_pid != os.getpid():
-            # fork: a forked worker inherits the main process's forkserver bookkeeping, which
-            # it cannot use (the server is not its child), and spawn would re-import everything.
-            fresh = PerWorkerSubprocVecEnv(wrapper.env_fns, "fork")
+        if isinstance(wrapper, RebuiltPerWorker) and wrapper.creator_pid != os.getpid():
+            fresh = wrapper.fresh_copy()
+            # Destroying the inherited one here could wait for threads this process does not have.
+            _inherited.append(wrapper)
             created.append(fresh)
             if parent is None:
                 env = fresh
