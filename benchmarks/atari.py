@@ -7,10 +7,11 @@
 
 The model is built by rl_zoo3's ``ExperimentManager`` from our hyperparameter file (``-params``
 overrides entries, as the zoo's flag does), so it is exactly what ``python -m sb3_async.zoo
-train`` would train. Every finished training episode is appended to ``episodes.csv`` in the run
-folder (global step, training seconds, score: the game's raw score, as ``Monitor`` records it
-below ``AtariWrapper``, length, and the worker that played it: with the Q methods each worker
-explores with its own final epsilon, so ``curve.png`` also shows the mean of each epsilon); every
+train`` would train (``--ale-vec-env``: as it would with that flag). Every finished training
+episode is appended to ``episodes.csv`` in the run folder (global step, training seconds, score:
+the game's raw score, as ``Monitor`` records it below ``AtariWrapper`` or ``AleVecEnv`` reports
+it, length, and the worker that played it: with the Q methods each worker explores with its own
+final epsilon, so ``curve.png`` also shows the mean of each epsilon); every
 ``--checkpoint-minutes`` the model is saved to ``checkpoint.zip`` with the run's state in
 ``state.json``. Run the same command again (or with only ``--run-dir``)
 and it resumes from the last checkpoint: the learning-rate and exploration schedules follow the
@@ -172,9 +173,14 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def _manager(state: dict[str, Any], run_dir: Path) -> Any:
-    return experiment(
+    manager = experiment(
         state["algo"], state["env"], state["seed"], state["timesteps"], str(run_dir / "zoo"), parse_params(state["params"])
     )
+    if state.get("ale_vec_env"):
+        from sb3_async.zoo.ale import use_ale_vec_env
+
+        use_ale_vec_env(manager)
+    return manager
 
 
 def train(
@@ -375,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="n_workers (default: the entry's, or usable CPUs)")
     parser.add_argument("-params", nargs="*", default=[], help="entry overrides, as the zoo's -params key:value")
+    parser.add_argument(
+        "--ale-vec-env", action="store_true", help="the games as one AleVecEnv, as the zoo's --ale-vec-env (new runs only)"
+    )
     parser.add_argument("--eval-episodes", type=int, default=10, help="games for the final evaluation")
     parser.add_argument("--minutes", type=float, default=None, help="stop this chunk after this many minutes")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -411,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             params=list(args.params) + ([f"n_workers:{args.workers}"] if args.workers else []),
             eval_episodes=args.eval_episodes,
+            ale_vec_env=args.ale_vec_env,
             machine=_machine(),
             steps=0,
             seconds=0.0,

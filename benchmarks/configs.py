@@ -32,6 +32,8 @@ class Config:
     device: str = "cpu"
     #: The zoo's --vec-env: "dummy" steps the envs in the training process, "subproc" in one process each.
     vec_env: str = "dummy"
+    #: Atari games as one AleVecEnv (the zoo's --ale-vec-env) instead of AtariWrapper-wrapped envs.
+    ale_vec_env: bool = False
 
     @property
     def hyperparams_file(self) -> str | None:
@@ -61,8 +63,10 @@ CONFIGS: dict[str, Config] = {
         Config("a2c_1thread", "A2C (1 torch thread)", "a2c", "a2c", torch_threads=1),
         # A2C as a GPU owner runs it: the network on the GPU, the envs stepped in parallel processes.
         Config("a2c@cuda", "A2C (GPU, SubprocVecEnv)", "a2c", "a2c", device="cuda", vec_env="subproc"),
+        Config("a2c@ale", "A2C (AleVecEnv)", "a2c", "a2c", ale_vec_env=True),
         Config("a3c@a2c", "A3C (A2C's settings)", "a3c", "a2c"),
         Config("a3c", "A3C", "a3c", "a3c"),
+        Config("a3c@ale", "A3C (AleVecEnv)", "a3c", "a3c", ale_vec_env=True),
         Config("a3c@ray", "A3C (Ray backend)", "a3c", "a3c", overrides=(("backend", "ray"),)),
         Config(
             "async_nstep_q@ray", "n-step Q (Ray backend)", "async_nstep_q", "async_nstep_q", overrides=(("backend", "ray"),)
@@ -97,7 +101,7 @@ def experiment(
     register()
     config = config_of(key)
     overrides = {**dict(config.overrides), **(overrides or {})}
-    return ExperimentManager(
+    manager = ExperimentManager(
         argparse.Namespace(),
         config.algo,
         env_id,
@@ -111,6 +115,11 @@ def experiment(
         vec_env_type=config.vec_env,
         device=config.device,
     )
+    if config.ale_vec_env:
+        from sb3_async.zoo.ale import use_ale_vec_env
+
+        use_ale_vec_env(manager)
+    return manager
 
 
 def describe_network(model: Any) -> dict[str, Any]:

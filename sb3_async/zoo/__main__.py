@@ -5,6 +5,8 @@ plot_from_file, all_plots, push_to_hub. The arguments are rl_zoo3's own and reac
 What the launcher adds, for our algorithms only: ``train`` without ``-conf`` uses our
 hyperparameter file (``zoo_configs/<algo>.yml``) instead of looking for one inside rl_zoo3, and
 ``--vec-env subproc`` gives each worker sub-processes of its own (``PerWorkerSubprocVecEnv``).
+One flag is added to ``train``, for any algorithm: ``--ale-vec-env`` builds Atari environments as
+``AleVecEnv`` (ale-py's C++ emulation and preprocessing) instead of ``AtariWrapper`` ones.
 
     python -m sb3_async.zoo train --algo a3c --env CartPole-v1
     python -m sb3_async.zoo enjoy --algo a3c --env CartPole-v1 -f logs/
@@ -98,6 +100,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     command, args = argv[0], argv[1:]
     register()
+    if "--ale-vec-env" in args:
+        if command != "train":
+            sys.exit(f"--ale-vec-env is a flag of train only, not of {command}")
+        args = [arg for arg in args if arg != "--ale-vec-env"]
+        from sb3_async.zoo.ale import use_ale_vec_env
+
+        use_ale_vec_env()
     if command == "train":
         args = with_default_config(args)
         if _algo(args) in ALGOS:
