@@ -12,6 +12,7 @@ from stable_baselines3.common.vec_env import VecFrameStack, VecTransposeImage
 
 from sb3_async import A3C
 from sb3_async.a3c.policies import PaperCnnPolicy
+from sb3_async.common import portable
 from sb3_async.common.ale_vec_env import AleVecEnv
 from sb3_async.zoo.ale import _atari_wrapper_arguments
 
@@ -108,7 +109,10 @@ def test_seeded_envs_repeat_and_pickled_copies_start_their_own_games():
     AleVecEnv("PongNoFrameskip-v4", 2, seed=2**32 - 1).reset()
     copy = pickle.loads(pickle.dumps(first))
     assert copy.reset().shape == (2, 4, 84, 84)
-    for env in (first, second, copy):
+    # As the Ray backend sends it to its actors.
+    sent = portable.loads(portable.dumps(first, "env"))
+    assert sent.reset().shape == (2, 4, 84, 84)
+    for env in (first, second, copy, sent):
         env.close()
 
 

@@ -121,10 +121,6 @@ class PerWorkerSubprocVecEnv(RebuiltPerWorker, SubprocVecEnv):
         shutil.rmtree(self._stderr_dir, ignore_errors=True)
 
 
-# The main process's VecEnvs replaced in this worker, kept alive (see rebuild_per_worker_envs).
-_inherited: list[VecEnv] = []
-
-
 def rebuild_per_worker_envs(env: VecEnv) -> tuple[VecEnv, list[VecEnv]]:
     """
     In a worker: replace each :class:`RebuiltPerWorker` VecEnv of ``env``'s chain (a
@@ -137,8 +133,6 @@ def rebuild_per_worker_envs(env: VecEnv) -> tuple[VecEnv, list[VecEnv]]:
     for wrapper in list(vec_env_chain(env)):
         if isinstance(wrapper, RebuiltPerWorker) and wrapper.creator_pid != os.getpid():
             fresh = wrapper.fresh_copy()
-            # Destroying the inherited one here could wait for threads this process does not have.
-            _inherited.append(wrapper)
             created.append(fresh)
             if parent is None:
                 env = fresh
