@@ -12,46 +12,65 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 
 from sb3_async.common.envs import RebuiltPerWorker
 
-__all__ = ["AleVecEnv"]
+__all__ = ["AleVecEnv", "is_ale_env"]
+
+_ALE_ENTRY_POINT = "ale_py.env:AtariEnv"
+# SameStep autoresets, final_obs and life_loss_info arrived in ale-py 0.12.
+_MIN_ALE_VERSION = (0, 12)
 
 
-def _ale_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+def _import_ale() -> Any:
     try:
         import ale_py
         import ale_py.vector_env
     except ImportError as error:
         raise ImportError("AleVecEnv needs ale-py 0.12 or later: pip install 'sb3-async[atari]' 'ale-py>=0.12'") from error
+    version = tuple(int(part) for part in ale_py.__version__.split(".")[:2] if part.isdigit())
+    if version < _MIN_ALE_VERSION:
+        raise ImportError(f"AleVecEnv needs ale-py 0.12 or later, this is {ale_py.__version__}: pip install 'ale-py>=0.12'")
     gym.register_envs(ale_py)
+    return ale_py
+
+
+def is_ale_env(env_id: str) -> bool:
+    """Whether ``env_id`` is a registered Atari environment of ale-py (registering ale-py's ids first)."""
+    _import_ale()
     try:
-        spec = gym.spec(env_id)
-    except gym.error.Error as error:
-        raise ValueError(f"env_id: {env_id!r} is not a registered environment ({error})") from None
-    if spec.entry_point != "ale_py.env:AtariEnv":
-        raise ValueError(f"env_id: {env_id!r} is not an Atari environment of ale-py (its entry point is {spec.entry_point!r})")
-    return spec
+        return gym.spec(env_id).entry_point == _ALE_ENTRY_POINT
+    except gym.error.Error:
+        return False
+
+
+def _checked_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)  # ale-py refuses NumPy integers
 
 
 class AleVecEnv(RebuiltPerWorker, VecEnv):
     """
-    ``n_envs`` Atari games stepped by ale-py's ``AtariVectorEnv`` (ale-py 0.12 or later), which emulates and preprocesses
-    in C++; a faster stand-in for ``make_atari_env(env_id, n_envs)`` wrapped in ``VecFrameStack``
-    and ``VecTransposeImage``, with the same preprocessing as SB3's ``AtariWrapper``: no-op starts,
-    4-frame action repeat with a max over the last two frames, 84x84 greyscale, a terminal at
-    every lost life (the game goes on), fire on reset, rewards clipped to their sign, and
-    ``frame_stack`` frames stacked, channels first (``(frame_stack, 84, 84)``, uint8).
+    ``n_envs`` Atari games stepped by ale-py's ``AtariVectorEnv`` (ale-py 0.12 or later), which
+    emulates and preprocesses in C++; a faster stand-in for ``make_atari_env(env_id, n_envs)``
+    wrapped in ``VecFrameStack`` and ``VecTransposeImage``, with the same preprocessing as SB3's
+    ``AtariWrapper``: no-op starts, 4-frame action repeat with a max over the last two frames,
+    84x84 greyscale, a terminal at every lost life (the game goes on), fire on reset, rewards
+    clipped to their sign, and ``frame_stack`` frames stacked, channels first
+    (``(frame_stack, 84, 84)``, uint8).
 
-    As with ``Monitor``, ``info["episode"]`` holds the whole game's unclipped return, its length in
-    steps and the time since the env started, at the step where the game ends; ``evaluate_policy``
-    reads it. Each worker of an asynchronous algorithm builds a copy of its own.
+    As ``Monitor`` below ``AtariWrapper`` does, ``info["episode"]`` holds the whole game's
+    unclipped return, its length in emulator frames and the time since the env started, at the
+    step where the game ends; ``evaluate_policy`` reads it. Each worker of an asynchronous
+    algorithm builds a copy of its own.
 
     What differs from ``AtariWrapper``: ALE converts to greyscale from its palette and resizes in
     its own code, so pixel values may differ slightly from OpenCV's; after a lost life the game
-    goes on without the extra no-op and fire steps ``AtariWrapper`` takes; games are cut at
+    goes on without the extra no-op and fire steps ``AtariWrapper`` takes, and the stacked frames
+    are not cleared (``VecFrameStack`` clears them at every ``done``); games are cut at
     ``max_episode_frames`` emulator frames (``info["TimeLimit.truncated"]``).
 
     :param env_id: an Atari id of ale-py (``"PongNoFrameskip-v4"``, ``"ALE/Breakout-v5"``, ...):
-        it names the game, its sticky-action probability and action set; frame skipping is
-        ``frame_skip`` whatever the id says
+        it names the game and its defaults for sticky actions and the action set; frame skipping
+        is ``frame_skip`` whatever the id says
     :param n_envs: number of games
     :param seed: seed of the first game (the others get ``seed + 1``, ...); ``seed()`` also sets it
     :param frame_stack: frames stacked in each observation
@@ -61,6 +80,8 @@ class AleVecEnv(RebuiltPerWorker, VecEnv):
     :param terminal_on_life_loss: end an episode (``done``) at every lost life
     :param clip_reward: give the sign of the reward (``info["episode"]`` keeps the true return)
     :param max_episode_frames: emulator frames after which a game is truncated
+    :param repeat_action_probability: sticky actions (None: the env id's, 0 for ``NoFrameskip-v4``)
+    :param full_action_space: all 18 actions (None: the env id's)
     :param num_threads: threads ale-py steps the games with (1: one worker, one core)
     """
 
@@ -77,52 +98,58 @@ class AleVecEnv(RebuiltPerWorker, VecEnv):
         terminal_on_life_loss: bool = True,
         clip_reward: bool = True,
         max_episode_frames: int = 108_000,
+        repeat_action_probability: float | None = None,
+        full_action_space: bool | None = None,
         num_threads: int = 1,
     ) -> None:
-        spec = _ale_spec(env_id)
-        for name, value, minimum in (
-            ("n_envs", n_envs, 1),
-            ("frame_stack", frame_stack, 1),
-            ("noop_max", noop_max, 0),
-            ("frame_skip", frame_skip, 1),
-            ("screen_size", screen_size, 1),
-            ("max_episode_frames", max_episode_frames, 1),
-            ("num_threads", num_threads, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise ValueError(f"seed: expected an integer or None, got {seed!r}")
+        if not isinstance(env_id, str) or not is_ale_env(env_id):
+            raise ValueError(
+                f"env_id: expected the id of an Atari environment of ale-py (e.g. 'PongNoFrameskip-v4'), got {env_id!r}"
+            )
+        spec_kwargs = gym.spec(env_id).kwargs
+        if seed is not None:
+            seed = _checked_int("seed", seed, 0)
+        for name, flag in (("terminal_on_life_loss", terminal_on_life_loss), ("clip_reward", clip_reward)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name}: expected True or False, got {flag!r}")
+        if repeat_action_probability is None:
+            repeat_action_probability = float(spec_kwargs.get("repeat_action_probability", 0.0))
+        if isinstance(repeat_action_probability, bool) or not 0.0 <= repeat_action_probability <= 1.0:
+            raise ValueError(f"repeat_action_probability: expected a probability, got {repeat_action_probability!r}")
+        if full_action_space is None:
+            full_action_space = bool(spec_kwargs.get("full_action_space", False))
         self._arguments: dict[str, Any] = dict(
             env_id=env_id,
-            n_envs=n_envs,
-            frame_stack=frame_stack,
-            noop_max=noop_max,
-            frame_skip=frame_skip,
-            screen_size=screen_size,
+            n_envs=_checked_int("n_envs", n_envs, 1),
+            frame_stack=_checked_int("frame_stack", frame_stack, 1),
+            noop_max=_checked_int("noop_max", noop_max, 0),
+            frame_skip=_checked_int("frame_skip", frame_skip, 1),
+            screen_size=_checked_int("screen_size", screen_size, 1),
             terminal_on_life_loss=terminal_on_life_loss,
             clip_reward=clip_reward,
-            max_episode_frames=max_episode_frames,
-            num_threads=num_threads,
+            max_episode_frames=_checked_int("max_episode_frames", max_episode_frames, 1),
+            repeat_action_probability=float(repeat_action_probability),
+            full_action_space=bool(full_action_space),
+            num_threads=_checked_int("num_threads", num_threads, 1),
         )
+        arguments = self._arguments
         self.env_id = env_id
         self.terminal_on_life_loss = terminal_on_life_loss
         self.clip_reward = clip_reward
-        from ale_py.vector_env import AtariVectorEnv
-
-        self._games = AtariVectorEnv(
-            spec.kwargs["game"],
-            n_envs,
-            num_threads=num_threads,
-            repeat_action_probability=spec.kwargs.get("repeat_action_probability", 0.0),
-            full_action_space=spec.kwargs.get("full_action_space", False),
-            max_num_frames_per_episode=max_episode_frames,
+        self._frame_skip = arguments["frame_skip"]
+        self._games = _import_ale().vector_env.AtariVectorEnv(
+            spec_kwargs["game"],
+            arguments["n_envs"],
+            num_threads=arguments["num_threads"],
+            repeat_action_probability=arguments["repeat_action_probability"],
+            full_action_space=arguments["full_action_space"],
+            max_num_frames_per_episode=arguments["max_episode_frames"],
             autoreset_mode="SameStep",
-            img_height=screen_size,
-            img_width=screen_size,
-            stack_num=frame_stack,
-            frameskip=frame_skip,
-            noop_max=noop_max,
+            img_height=arguments["screen_size"],
+            img_width=arguments["screen_size"],
+            stack_num=arguments["frame_stack"],
+            frameskip=arguments["frame_skip"],
+            noop_max=arguments["noop_max"],
             # A terminal at each lost life without a reset, as SB3's EpisodicLifeEnv; ale-py's
             # episodic_life would restart the whole game instead.
             episodic_life=False,
@@ -131,28 +158,31 @@ class AleVecEnv(RebuiltPerWorker, VecEnv):
             reward_clipping=False,
         )
         self.render_mode = None  # read by VecEnv's constructor
-        super().__init__(n_envs, self._games.single_observation_space, self._games.single_action_space)
-        self._actions = np.zeros(n_envs, dtype=np.int64)
-        self._returns = np.zeros(n_envs)
-        self._lengths = np.zeros(n_envs, dtype=np.int64)
-        self._lives = np.zeros(n_envs, dtype=np.int64)
+        super().__init__(arguments["n_envs"], self._games.single_observation_space, self._games.single_action_space)
+        self._actions = np.zeros(self.num_envs, dtype=np.int64)
+        self._returns = np.zeros(self.num_envs)
+        self._lives = np.zeros(self.num_envs, dtype=np.int64)
+        self._frames = np.zeros(self.num_envs, dtype=np.int64)  # emulator frames of each game so far
         self._started = time.time()
         if seed is not None:
             self.seed(seed)
 
     def fresh_copy(self) -> "AleVecEnv":
-        return AleVecEnv(**self._arguments)
+        return type(self)(**self._arguments)
 
     def reset(self) -> VecEnvObs:
+        if any(self._options):
+            raise ValueError("AleVecEnv.reset takes no options (set_options)")
         seeds = None
-        if any(seed is not None for seed in self._seeds):
-            # ale-py takes one seed per game or none, each a C int (the zoo's seeds go up to 2**32).
-            seeds = np.array([np.random.randint(2**31) if seed is None else int(seed) % 2**31 for seed in self._seeds])
+        if self._seeds[0] is not None:
+            # ale-py takes C ints; the zoo draws seeds up to 2**32.
+            seeds = np.array(self._seeds, dtype=np.int64) % 2**31
         observations, info = self._games.reset(seed=seeds)
         self._reset_seeds()
+        self._reset_options()
         self._returns[:] = 0
-        self._lengths[:] = 0
         self._lives[:] = info["lives"]
+        self._frames[:] = info["episode_frame_number"]
         self.reset_infos = [{"lives": int(lives)} for lives in info["lives"]]
         return observations
 
@@ -162,22 +192,26 @@ class AleVecEnv(RebuiltPerWorker, VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         observations, rewards, terminated, truncated, info = self._games.step(self._actions)
         self._returns += rewards
-        self._lengths += 1
         dones = terminated | truncated
-        lives = info["lives"]
-        # A lost life lowers the lives; after a game over they are those of the next game.
-        game_over = truncated | (terminated & (lives >= self._lives)) if self.terminal_on_life_loss else dones
+        lives, frames = info["lives"], info["episode_frame_number"]
+        # At a lost life the game goes on: fewer lives, its frame count still growing. Any other
+        # done restarted the game, and the info is the new game's.
+        life_lost = terminated & ~truncated & (lives < self._lives) & (frames > self._frames)
+        restarted = dones & ~life_lost
+        game_frames = self._frames + self._frame_skip
         self._lives[:] = lives
-        final_observations = info.get("final_obs", observations)
+        self._frames[:] = frames
+        final_observations = info.get("final_obs")
         infos: list[dict[str, Any]] = [{"lives": int(n)} for n in lives]
         for i in np.flatnonzero(dones):
-            infos[i]["terminal_observation"] = final_observations[i]
+            # ale-py fills final_obs only for the games it restarted.
+            infos[i]["terminal_observation"] = final_observations[i] if restarted[i] else observations[i]
             infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-            if game_over[i]:
+            if restarted[i]:
                 elapsed = round(time.time() - self._started, 6)
-                infos[i]["episode"] = {"r": float(self._returns[i]), "l": int(self._lengths[i]), "t": elapsed}
+                infos[i]["episode"] = {"r": float(self._returns[i]), "l": int(game_frames[i]), "t": elapsed}
                 self._returns[i] = 0
-                self._lengths[i] = 0
+                self.reset_infos[i] = {"lives": int(lives[i])}
         if self.clip_reward:
             rewards = np.sign(rewards)
         return observations, rewards.astype(np.float32), dones, infos
@@ -205,7 +239,7 @@ class AleVecEnv(RebuiltPerWorker, VecEnv):
 
     def __getstate__(self) -> dict[str, Any]:
         # The C++ games cannot be pickled: a copy (on a Ray node, say) starts games of its own.
-        return dict(self._arguments, seed=None)
+        return dict(self._arguments)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        AleVecEnv.__init__(self, **state)
+        type(self).__init__(self, **state)
