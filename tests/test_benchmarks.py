@@ -70,3 +70,11 @@ def test_unknown_env_is_refused():
     done = _benchmarks("--envs", "CartPole-v1,Breakout")
     assert done.returncode == 2
     assert "--envs" in done.stderr and "Breakout" in done.stderr
+
+
+def test_atari_env_stepping_benchmark_prints_both_rates(capsys):
+    from benchmarks.atari_envs import main
+
+    main(["--rounds", "1", "--steps", "20", "--warmup", "5", "--processes", "1"])
+    out = capsys.readouterr().out
+    assert "AtariWrapper" in out and "AleVecEnv" in out and "median" in out
