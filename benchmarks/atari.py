@@ -173,14 +173,15 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def _manager(state: dict[str, Any], run_dir: Path) -> Any:
-    manager = experiment(
-        state["algo"], state["env"], state["seed"], state["timesteps"], str(run_dir / "zoo"), parse_params(state["params"])
+    return experiment(
+        state["algo"],
+        state["env"],
+        state["seed"],
+        state["timesteps"],
+        str(run_dir / "zoo"),
+        parse_params(state["params"]),
+        ale_vec_env=state.get("ale_vec_env", False),
     )
-    if state.get("ale_vec_env"):
-        from sb3_async.zoo.ale import use_ale_vec_env
-
-        use_ale_vec_env(manager)
-    return manager
 
 
 def train(

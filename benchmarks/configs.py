@@ -93,9 +93,18 @@ def is_atari(env_id: str) -> bool:
 
 
 def experiment(
-    key: str, env_id: str, seed: int, n_timesteps: int, folder: str, overrides: dict[str, Any] | None = None
+    key: str,
+    env_id: str,
+    seed: int,
+    n_timesteps: int,
+    folder: str,
+    overrides: dict[str, Any] | None = None,
+    ale_vec_env: bool = False,
 ) -> Any:
-    """rl_zoo3's ``ExperimentManager`` for configuration ``key``; ``overrides`` are the zoo's ``-params``."""
+    """
+    rl_zoo3's ``ExperimentManager`` for configuration ``key``; ``overrides`` are the zoo's ``-params``,
+    ``ale_vec_env`` its ``--ale-vec-env`` (also set by the configuration itself, e.g. ``a3c@ale``).
+    """
     from rl_zoo3.exp_manager import ExperimentManager
 
     register()
@@ -115,7 +124,7 @@ def experiment(
         vec_env_type=config.vec_env,
         device=config.device,
     )
-    if config.ale_vec_env:
+    if config.ale_vec_env or ale_vec_env:
         from sb3_async.zoo.ale import use_ale_vec_env
 
         use_ale_vec_env(manager)

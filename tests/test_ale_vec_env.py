@@ -17,21 +17,22 @@ from sb3_async.zoo.ale import _atari_wrapper_arguments
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "kwargs, error, message",
     [
-        (dict(env_id="NoSuchGame-v4"), "env_id"),
-        (dict(env_id="CartPole-v1"), "Atari environment of ale-py"),
-        (dict(env_id="PongNoFrameskip-v4", n_envs=0), "n_envs"),
-        (dict(env_id="PongNoFrameskip-v4", frame_stack="4"), "frame_stack"),
-        (dict(env_id="PongNoFrameskip-v4", num_threads=0), "num_threads"),
-        (dict(env_id="PongNoFrameskip-v4", seed=1.5), "seed"),
-        (dict(env_id=123), "env_id"),
-        (dict(env_id="PongNoFrameskip-v4", clip_reward=1), "clip_reward"),
-        (dict(env_id="PongNoFrameskip-v4", repeat_action_probability=1.5), "repeat_action_probability"),
+        (dict(env_id="NoSuchGame-v4"), ValueError, "env_id"),
+        (dict(env_id="CartPole-v1"), ValueError, "Atari environment of ale-py"),
+        (dict(env_id="PongNoFrameskip-v4", n_envs=0), ValueError, "n_envs"),
+        (dict(env_id="PongNoFrameskip-v4", frame_stack="4"), TypeError, "frame_stack"),
+        (dict(env_id="PongNoFrameskip-v4", num_threads=0), ValueError, "num_threads"),
+        (dict(env_id="PongNoFrameskip-v4", seed=1.5), TypeError, "seed"),
+        (dict(env_id=123), ValueError, "env_id"),
+        (dict(env_id="PongNoFrameskip-v4", clip_reward=1), TypeError, "clip_reward"),
+        (dict(env_id="PongNoFrameskip-v4", repeat_action_probability=1.5), ValueError, "repeat_action_probability"),
     ],
 )
-def test_bad_arguments_are_named(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_arguments_are_named(kwargs, error, message):
+    # Wrong types raise TypeError, wrong values ValueError, as every argument of the package does.
+    with pytest.raises(error, match=message):
         AleVecEnv(**kwargs)
 
 

@@ -11,6 +11,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from sb3_async.common.envs import RebuiltPerWorker
+from sb3_async.common.validation import check_bool, check_float, check_int
 
 __all__ = ["AleVecEnv", "is_ale_env"]
 
@@ -39,12 +40,6 @@ def is_ale_env(env_id: str) -> bool:
         return gym.spec(env_id).entry_point == _ALE_ENTRY_POINT
     except gym.error.Error:
         return False
-
-
-def _checked_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)  # ale-py refuses NumPy integers
 
 
 class AleVecEnv(RebuiltPerWorker, VecEnv):
@@ -108,29 +103,25 @@ class AleVecEnv(RebuiltPerWorker, VecEnv):
             )
         spec_kwargs = gym.spec(env_id).kwargs
         if seed is not None:
-            seed = _checked_int("seed", seed, 0)
-        for name, flag in (("terminal_on_life_loss", terminal_on_life_loss), ("clip_reward", clip_reward)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"{name}: expected True or False, got {flag!r}")
+            seed = check_int("seed", seed, 0)
         if repeat_action_probability is None:
-            repeat_action_probability = float(spec_kwargs.get("repeat_action_probability", 0.0))
-        if isinstance(repeat_action_probability, bool) or not 0.0 <= repeat_action_probability <= 1.0:
-            raise ValueError(f"repeat_action_probability: expected a probability, got {repeat_action_probability!r}")
+            repeat_action_probability = spec_kwargs.get("repeat_action_probability", 0.0)
         if full_action_space is None:
             full_action_space = bool(spec_kwargs.get("full_action_space", False))
+        # check_int returns Python ints: ale-py refuses NumPy integers.
         self._arguments: dict[str, Any] = dict(
             env_id=env_id,
-            n_envs=_checked_int("n_envs", n_envs, 1),
-            frame_stack=_checked_int("frame_stack", frame_stack, 1),
-            noop_max=_checked_int("noop_max", noop_max, 0),
-            frame_skip=_checked_int("frame_skip", frame_skip, 1),
-            screen_size=_checked_int("screen_size", screen_size, 1),
-            terminal_on_life_loss=terminal_on_life_loss,
-            clip_reward=clip_reward,
-            max_episode_frames=_checked_int("max_episode_frames", max_episode_frames, 1),
-            repeat_action_probability=float(repeat_action_probability),
-            full_action_space=bool(full_action_space),
-            num_threads=_checked_int("num_threads", num_threads, 1),
+            n_envs=check_int("n_envs", n_envs, 1),
+            frame_stack=check_int("frame_stack", frame_stack, 1),
+            noop_max=check_int("noop_max", noop_max, 0),
+            frame_skip=check_int("frame_skip", frame_skip, 1),
+            screen_size=check_int("screen_size", screen_size, 1),
+            terminal_on_life_loss=check_bool("terminal_on_life_loss", terminal_on_life_loss),
+            clip_reward=check_bool("clip_reward", clip_reward),
+            max_episode_frames=check_int("max_episode_frames", max_episode_frames, 1),
+            repeat_action_probability=check_float("repeat_action_probability", repeat_action_probability, 0.0, 1.0),
+            full_action_space=check_bool("full_action_space", full_action_space),
+            num_threads=check_int("num_threads", num_threads, 1),
         )
         arguments = self._arguments
         self.env_id = env_id

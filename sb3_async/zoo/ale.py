@@ -46,10 +46,11 @@ def _ale_vec_env(manager: Any, n_envs: int, eval_env: bool) -> AleVecEnv:
     if entry is _NOT_READ:
         raise ValueError("use_ale_vec_env(manager) must be called before manager.setup_experiment()")
     env_kwargs = dict((manager.eval_env_kwargs if eval_env else manager.env_kwargs) or {})
+    other_env_kwargs = sorted(set(env_kwargs) - _ENV_KWARGS)
     refused = {
         "the entry's vec_env_wrapper": manager.vec_env_wrapper is not None,
         "the entry's normalize": bool(manager.normalize),
-        f"env_kwargs {sorted(set(env_kwargs) - _ENV_KWARGS)}": bool(set(env_kwargs) - _ENV_KWARGS),
+        f"env_kwargs {other_env_kwargs}": bool(other_env_kwargs),
         "--vec-env subproc": not issubclass(manager.vec_env_class, DummyVecEnv),
         "vec_env_kwargs": bool(manager.vec_env_kwargs),
         "monitor_kwargs": bool(manager.monitor_kwargs),
