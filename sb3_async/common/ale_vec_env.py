@@ -48,7 +48,7 @@ class AleVecEnv(RebuiltPerWorker, VecEnv):
     emulates and preprocesses in C++; a faster stand-in for ``make_atari_env(env_id, n_envs)``
     wrapped in ``VecFrameStack`` and ``VecTransposeImage``, with the same preprocessing as SB3's
     ``AtariWrapper``: no-op starts, 4-frame action repeat with a max over the last two frames,
-    84x84 greyscale, a terminal at every lost life (the game goes on), fire on reset, rewards
+    84x84 greyscale, a terminal at every lost life (the game goes on), fire at the start, rewards
     clipped to their sign, and ``frame_stack`` frames stacked, channels first
     (``(frame_stack, 84, 84)``, uint8).
 
@@ -58,10 +58,12 @@ class AleVecEnv(RebuiltPerWorker, VecEnv):
     algorithm builds a copy of its own.
 
     What differs from ``AtariWrapper``: ALE converts to greyscale from its palette and resizes in
-    its own code, so pixel values may differ slightly from OpenCV's; after a lost life the game
-    goes on without the extra no-op and fire steps ``AtariWrapper`` takes, and the stacked frames
-    are not cleared (``VecFrameStack`` clears them at every ``done``); games are cut at
-    ``max_episode_frames`` emulator frames (``info["TimeLimit.truncated"]``).
+    its own code, so pixel values may differ by a few grey levels from OpenCV's; a game starts
+    with one FIRE frame (``FireResetEnv`` takes a FIRE step and a step of action 2); after a lost
+    life the game goes on without the extra no-op and fire steps ``AtariWrapper`` takes, and the
+    stacked frames are not cleared (``VecFrameStack`` clears them at every ``done``); games are cut
+    at ``max_episode_frames`` emulator frames (``info["TimeLimit.truncated"]``). Otherwise, given
+    the same actions, the game is ``AtariWrapper``'s frame for frame (tested on Pong and Breakout).
 
     :param env_id: an Atari id of ale-py (``"PongNoFrameskip-v4"``, ``"ALE/Breakout-v5"``, ...):
         it names the game and its defaults for sticky actions and the action set; frame skipping
