@@ -47,6 +47,8 @@ _NO_WORKER = -1  # rows written before episodes named their worker
 _CHECKPOINT = "checkpoint.zip"
 # The zoo evaluates value-based agents greedily and the others' Atari agents stochastically.
 _GREEDY = {"async_nstep_q", "async_onestep_q", "async_onestep_sarsa"}
+# Options that set up a run: a run resumed from its folder keeps those it was started with.
+_NEW_RUN_ONLY = ("algo", "env", "timesteps", "seed", "workers", "params", "ale_vec_env")
 
 
 class RunLog(BaseCallback):
@@ -377,15 +379,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.atari", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True, type=Path, help="folder of the run (created, or resumed if it exists)")
     parser.add_argument("--algo", choices=sorted(ALGOS), help="zoo key (new runs only)")
-    parser.add_argument("--env", default="PongNoFrameskip-v4", help="Atari env id (new runs only)")
-    parser.add_argument("--timesteps", type=float, default=1e7, help="step budget of the whole run (new runs only)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=None, help="n_workers (default: the entry's, or usable CPUs)")
-    parser.add_argument("-params", nargs="*", default=[], help="entry overrides, as the zoo's -params key:value")
+    parser.add_argument("--env", help="Atari env id (new runs only; default PongNoFrameskip-v4)")
+    parser.add_argument("--timesteps", type=float, help="step budget of the whole run (new runs only; default 1e7)")
+    parser.add_argument("--seed", type=int, help="new runs only; default 0")
+    parser.add_argument("--workers", type=int, help="n_workers (new runs only; default: the entry's, or usable CPUs)")
+    parser.add_argument("-params", nargs="*", help="entry overrides, as the zoo's -params key:value (new runs only)")
     parser.add_argument(
         "--ale-vec-env", action="store_true", help="the games as one AleVecEnv, as the zoo's --ale-vec-env (new runs only)"
     )
-    parser.add_argument("--eval-episodes", type=int, default=10, help="games for the final evaluation")
+    parser.add_argument(
+        "--eval-episodes", type=int, help="games for the final evaluation and --evaluate (default 10; kept by the run)"
+    )
     parser.add_argument("--minutes", type=float, default=None, help="stop this chunk after this many minutes")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--until-mean", type=float, default=None, help="stop when the last 100 games' mean reaches this")
@@ -408,6 +412,14 @@ def main(argv: list[str] | None = None) -> int:
     state_path = run_dir / _STATE
     if state_path.exists():
         state = json.loads(state_path.read_text())
+        # Given again, these would be ignored: the run goes on as it was started.
+        given = [name for name in _NEW_RUN_ONLY if getattr(args, name) is not None and getattr(args, name) is not False]
+        if given:
+            options = ", ".join("--" + name.replace("_", "-") if name != "params" else "-params" for name in given)
+            parser.error(f"{options}: new runs only, and {run_dir} holds a run ({state['algo']} on {state['env']})")
+        if args.eval_episodes is not None:
+            state["eval_episodes"] = args.eval_episodes
+            _write_json(state_path, state)
     elif args.report or args.evaluate:
         parser.error(f"{run_dir} holds no run")
     else:
@@ -416,11 +428,11 @@ def main(argv: list[str] | None = None) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         state = dict(
             algo=args.algo,
-            env=args.env,
-            timesteps=int(args.timesteps),
-            seed=args.seed,
-            params=list(args.params) + ([f"n_workers:{args.workers}"] if args.workers else []),
-            eval_episodes=args.eval_episodes,
+            env=args.env or "PongNoFrameskip-v4",
+            timesteps=int(args.timesteps or 1e7),
+            seed=args.seed or 0,
+            params=list(args.params or []) + ([f"n_workers:{args.workers}"] if args.workers else []),
+            eval_episodes=10 if args.eval_episodes is None else args.eval_episodes,
             ale_vec_env=args.ale_vec_env,
             machine=_machine(),
             steps=0,

@@ -40,6 +40,12 @@ def test_a_run_cut_short_resumes_to_its_budget_and_reports_each_exploration_rate
     assert state["steps"] >= 200_000 and len(state["final_eval"]["scores"]) == 2
     assert state["worker_final_eps"] == paused["worker_final_eps"], "a resumed run keeps each worker's exploration"
 
+    refused = _atari_run(*common, "--seed", "0", "--ale-vec-env")
+    assert refused.returncode == 2 and "--seed, --ale-vec-env: new runs only" in refused.stderr
+    again = _atari_run("--run-dir", str(run_dir), "--evaluate", "--eval-episodes", "3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(json.loads((run_dir / "state.json").read_text())["evaluations"][-1]["scores"]) == 3
+
     with open(run_dir / "episodes.csv") as f:
         assert next(csv.reader(f)) == ["steps", "seconds", "score", "length", "worker"]
     episodes = read_episodes(run_dir)
