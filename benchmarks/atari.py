@@ -408,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
         return 0
 
+    if args.eval_episodes is not None and args.eval_episodes < 1:
+        parser.error(f"--eval-episodes: expected at least 1 game, got {args.eval_episodes}")
     run_dir: Path = args.run_dir
     state_path = run_dir / _STATE
     if state_path.exists():
@@ -429,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         state = dict(
             algo=args.algo,
             env=args.env or "PongNoFrameskip-v4",
-            timesteps=int(args.timesteps or 1e7),
+            timesteps=int(1e7 if args.timesteps is None else args.timesteps),
             seed=args.seed or 0,
             params=list(args.params or []) + ([f"n_workers:{args.workers}"] if args.workers else []),
             eval_episodes=10 if args.eval_episodes is None else args.eval_episodes,
