@@ -56,6 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--processes", type=int, default=None, help="default: the usable CPUs")
     args = parser.parse_args(argv)
+    for name in ("n_envs", "steps", "rounds", "processes"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')}: expected at least 1, got {value}")
+    if args.warmup < 0:
+        parser.error(f"--warmup: expected 0 or more, got {args.warmup}")
     processes = args.processes or usable_cpus()
     context = multiprocessing.get_context("spawn")
     ratios = []
