@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import ceiling, curves, learning, scaling, throughput
+from benchmarks.cli import at_least
 from benchmarks.configs import CONFIGS, OURS, is_atari
 from benchmarks.machine import git_commit, machine, usable_cores, versions
 from benchmarks.report import learning_section, scaling_section, throughput_section, write_report
@@ -307,9 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline, the numbers mean nothing")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="throughput and scaling runs per configuration (3; quick: 1)"
+        "--repeats", type=at_least(1), default=None, help="throughput and scaling runs per configuration (3; quick: 1)"
     )
-    parser.add_argument("--seeds", type=int, default=None, help="learning runs per algorithm (3; quick: 1)")
+    parser.add_argument("--seeds", type=at_least(1), default=None, help="learning runs per algorithm (3; quick: 1)")
     parser.add_argument("--pong-minutes", type=float, default=None, help="wall-clock budget of each Pong learning run (10)")
     parser.add_argument(
         "--envs", default=f"{PONG},{CARTPOLE}", help=f"comma-separated subset of {PONG},{CARTPOLE} (default: both)"
@@ -322,9 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(only) - set(SECTIONS))
     if unknown or not only:
         parser.error(f"--only: choose among {', '.join(SECTIONS)}; got {args.only!r}")
-    for name in ("repeats", "seeds", "pong_minutes"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.pong_minutes is not None and args.pong_minutes <= 0:
+        parser.error("--pong-minutes must be positive")
     # --quick: 3 seconds of Pong training, enough for a start and an end snapshot.
     default_pong_minutes = 3 / 60 if args.quick else 10.0
     plan = make_plan(

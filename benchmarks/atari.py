@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
+from benchmarks.cli import at_least
 from benchmarks.configs import experiment
 from sb3_async.common.cpus import usable_cpus
 from sb3_async.zoo import ALGOS
@@ -49,6 +50,11 @@ _CHECKPOINT = "checkpoint.zip"
 _GREEDY = {"async_nstep_q", "async_onestep_q", "async_onestep_sarsa"}
 # Options that set up a run: a run resumed from its folder keeps those it was started with.
 _NEW_RUN_ONLY = ("algo", "env", "timesteps", "seed", "workers", "params", "ale_vec_env")
+# A new run's defaults: not argparse's, which would hide whether an option was given.
+_DEFAULT_ENV = "PongNoFrameskip-v4"
+_DEFAULT_TIMESTEPS = 10_000_000
+_DEFAULT_SEED = 0
+_DEFAULT_EVAL_EPISODES = 10
 
 
 class RunLog(BaseCallback):
@@ -379,16 +385,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.atari", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True, type=Path, help="folder of the run (created, or resumed if it exists)")
     parser.add_argument("--algo", choices=sorted(ALGOS), help="zoo key (new runs only)")
-    parser.add_argument("--env", help="Atari env id (new runs only; default PongNoFrameskip-v4)")
-    parser.add_argument("--timesteps", type=float, help="step budget of the whole run (new runs only; default 1e7)")
-    parser.add_argument("--seed", type=int, help="new runs only; default 0")
+    parser.add_argument("--env", help=f"Atari env id (new runs only; default {_DEFAULT_ENV})")
+    parser.add_argument(
+        "--timesteps", type=float, help=f"step budget of the whole run (new runs only; default {_DEFAULT_TIMESTEPS:.0e})"
+    )
+    parser.add_argument("--seed", type=int, help=f"new runs only; default {_DEFAULT_SEED}")
     parser.add_argument("--workers", type=int, help="n_workers (new runs only; default: the entry's, or usable CPUs)")
     parser.add_argument("-params", nargs="*", help="entry overrides, as the zoo's -params key:value (new runs only)")
     parser.add_argument(
         "--ale-vec-env", action="store_true", help="the games as one AleVecEnv, as the zoo's --ale-vec-env (new runs only)"
     )
     parser.add_argument(
-        "--eval-episodes", type=int, help="games for the final evaluation and --evaluate (default 10; kept by the run)"
+        "--eval-episodes",
+        type=at_least(1),
+        help=f"games for the final evaluation and --evaluate (default {_DEFAULT_EVAL_EPISODES}; kept by the run)",
     )
     parser.add_argument("--minutes", type=float, default=None, help="stop this chunk after this many minutes")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -408,8 +418,6 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
         return 0
 
-    if args.eval_episodes is not None and args.eval_episodes < 1:
-        parser.error(f"--eval-episodes: expected at least 1 game, got {args.eval_episodes}")
     run_dir: Path = args.run_dir
     state_path = run_dir / _STATE
     if state_path.exists():
@@ -430,11 +438,11 @@ def main(argv: list[str] | None = None) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         state = dict(
             algo=args.algo,
-            env=args.env or "PongNoFrameskip-v4",
-            timesteps=int(1e7 if args.timesteps is None else args.timesteps),
-            seed=args.seed or 0,
+            env=args.env or _DEFAULT_ENV,
+            timesteps=int(_DEFAULT_TIMESTEPS if args.timesteps is None else args.timesteps),
+            seed=_DEFAULT_SEED if args.seed is None else args.seed,
             params=list(args.params or []) + ([f"n_workers:{args.workers}"] if args.workers else []),
-            eval_episodes=10 if args.eval_episodes is None else args.eval_episodes,
+            eval_episodes=_DEFAULT_EVAL_EPISODES if args.eval_episodes is None else args.eval_episodes,
             ale_vec_env=args.ale_vec_env,
             machine=_machine(),
             steps=0,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.cli import at_least
 from sb3_async.common.cpus import usable_cpus
 
 _KINDS = ("AtariWrapper", "AleVecEnv")
@@ -50,18 +51,12 @@ def _step(kind: str, env_id: str, n_envs: int, steps: int, warmup: int, queue: A
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.atari_envs", description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="PongNoFrameskip-v4")
-    parser.add_argument("--n-envs", type=int, default=8, help="games per process (the atari entries' n_envs)")
-    parser.add_argument("--steps", type=int, default=1500, help="VecEnv steps timed per process")
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--processes", type=int, default=None, help="default: the usable CPUs")
+    parser.add_argument("--n-envs", type=at_least(1), default=8, help="games per process (the atari entries' n_envs)")
+    parser.add_argument("--steps", type=at_least(1), default=1500, help="VecEnv steps timed per process")
+    parser.add_argument("--warmup", type=at_least(0), default=200)
+    parser.add_argument("--rounds", type=at_least(1), default=4)
+    parser.add_argument("--processes", type=at_least(1), default=None, help="default: the usable CPUs")
     args = parser.parse_args(argv)
-    for name in ("n_envs", "steps", "rounds", "processes"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')}: expected at least 1, got {value}")
-    if args.warmup < 0:
-        parser.error(f"--warmup: expected 0 or more, got {args.warmup}")
     processes = args.processes or usable_cpus()
     context = multiprocessing.get_context("spawn")
     ratios = []
