@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
-from benchmarks.cli import at_least
+from benchmarks.cli import at_least, parse_params, positive
 from benchmarks.configs import experiment
 from sb3_async.common.cpus import usable_cpus
 from sb3_async.zoo import ALGOS
 
-__all__ = ["main", "parse_params", "read_episodes", "rolling_mean"]
+__all__ = ["main", "read_episodes", "rolling_mean"]
 
 _STATE = "state.json"
 _EPISODES = "episodes.csv"
@@ -169,15 +169,6 @@ def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
     sums = np.cumsum(np.insert(values, 0, 0.0))
     counts = np.minimum(np.arange(1, len(values) + 1), window)
     return (sums[1:] - sums[np.arange(1, len(values) + 1) - counts]) / counts
-
-
-def parse_params(items: list[str]) -> dict[str, Any]:
-    """``key:value`` overrides read exactly as the zoo reads its ``-params``."""
-    from rl_zoo3.utils import StoreDict
-
-    namespace = argparse.Namespace()
-    StoreDict(["-params"], "params", nargs="+")(None, namespace, items)
-    return namespace.params
 
 
 def _manager(state: dict[str, Any], run_dir: Path) -> Any:
@@ -387,10 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algo", choices=sorted(ALGOS), help="zoo key (new runs only)")
     parser.add_argument("--env", help=f"Atari env id (new runs only; default {_DEFAULT_ENV})")
     parser.add_argument(
-        "--timesteps", type=float, help=f"step budget of the whole run (new runs only; default {_DEFAULT_TIMESTEPS:.0e})"
+        "--timesteps", type=positive, help=f"step budget of the whole run (new runs only; default {_DEFAULT_TIMESTEPS:.0e})"
     )
-    parser.add_argument("--seed", type=int, help=f"new runs only; default {_DEFAULT_SEED}")
-    parser.add_argument("--workers", type=int, help="n_workers (new runs only; default: the entry's, or usable CPUs)")
+    parser.add_argument("--seed", type=at_least(0), help=f"new runs only; default {_DEFAULT_SEED}")
+    parser.add_argument("--workers", type=at_least(1), help="n_workers (new runs only; default: the entry's, or usable CPUs)")
     parser.add_argument("-params", nargs="*", help="entry overrides, as the zoo's -params key:value (new runs only)")
     parser.add_argument(
         "--ale-vec-env", action="store_true", help="the games as one AleVecEnv, as the zoo's --ale-vec-env (new runs only)"
@@ -400,8 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         type=at_least(1),
         help=f"games for the final evaluation and --evaluate (default {_DEFAULT_EVAL_EPISODES}; kept by the run)",
     )
-    parser.add_argument("--minutes", type=float, default=None, help="stop this chunk after this many minutes")
-    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--minutes", type=positive, default=None, help="stop this chunk after this many minutes")
+    parser.add_argument("--checkpoint-minutes", type=positive, default=5.0)
     parser.add_argument("--until-mean", type=float, default=None, help="stop when the last 100 games' mean reaches this")
     parser.add_argument("--evaluate", action="store_true", help="only evaluate the last checkpoint (eval-episodes games)")
     parser.add_argument("--report", action="store_true", help="only write and print the summary so far")

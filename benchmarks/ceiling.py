@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.cli import at_least, positive
 from benchmarks.machine import usable_cores
 
 
@@ -280,8 +281,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--configs", default="a2c,a3c")
-    parser.add_argument("--block-seconds", type=float, default=0.3)
-    parser.add_argument("--blocks", type=int, default=5)
+    parser.add_argument("--block-seconds", type=positive, default=0.3)
+    parser.add_argument("--blocks", type=at_least(1), default=5)
     args = parser.parse_args()
     results = run_fresh(args.configs.split(","), args.env, args.block_seconds, args.blocks)
     for key, result in results.items():

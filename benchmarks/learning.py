@@ -32,6 +32,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize, unwrap_vec_normalize
 
+from benchmarks.cli import at_least, parse_params, positive
 from benchmarks.configs import experiment
 
 # The zoo evaluates value-based agents greedily, and Atari agents of the others stochastically.
@@ -255,20 +256,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", required=True, help="zoo key: a3c, async_nstep_q, ..., a2c, dqn (or a3c@a2c)")
     parser.add_argument("--env", default="CartPole-v1")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timesteps", type=int, required=True)
-    parser.add_argument("--snapshot-every", type=int, default=10_000)
-    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--seed", type=at_least(0), default=0)
+    parser.add_argument("--timesteps", type=at_least(1), required=True)
+    parser.add_argument("--snapshot-every", type=at_least(1), default=10_000)
+    parser.add_argument("--eval-episodes", type=at_least(1), default=10)
     parser.add_argument("--threshold", type=float, default=None, help="print the first point that reaches it")
-    parser.add_argument("--max-seconds", type=float, default=None, help="stop training after this many seconds")
-    parser.add_argument("--snapshot-seconds", type=float, default=None, help="snapshots by time instead of steps")
+    parser.add_argument("--max-seconds", type=positive, default=None, help="stop training after this many seconds")
+    parser.add_argument("--snapshot-seconds", type=positive, default=None, help="snapshots by time instead of steps")
     parser.add_argument("-params", nargs="*", default=[], help="overrides, as the zoo's -params key:value")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     args = parser.parse_args()
-    overrides = {}
-    for item in args.params:
-        key, value = item.split(":", 1)
-        overrides[key] = eval(value)  # as the zoo's StoreDict does
+    overrides = parse_params(args.params) if args.params else {}
     result = run(
         args.algo,
         args.env,

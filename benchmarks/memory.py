@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.env_util import make_vec_env
 
+from benchmarks.cli import at_least
 from benchmarks.learning import Snapshots, evaluate_snapshots, first_sustained
 from sb3_async import A3C
 
@@ -68,10 +69,10 @@ def run(label: str, seed: int, n_timesteps: int, snapshot_every: int, n_eval_epi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--timesteps", type=int, default=300_000)
-    parser.add_argument("--snapshot-every", type=int, default=10_000)
-    parser.add_argument("--eval-episodes", type=int, default=100)
+    parser.add_argument("--seeds", nargs="+", type=at_least(0), default=[0, 1, 2])
+    parser.add_argument("--timesteps", type=at_least(1), default=300_000)
+    parser.add_argument("--snapshot-every", type=at_least(1), default=10_000)
+    parser.add_argument("--eval-episodes", type=at_least(1), default=100)
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--out", default="benchmarks/results/memory.json")
     args = parser.parse_args()

@@ -31,6 +31,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from benchmarks.cli import at_least, parse_params
 from sb3_async.zoo import ALGOS, config_path
 
 __all__ = ["MinAtarCNN", "atari_entry", "make_model", "register"]
@@ -98,6 +99,7 @@ def make_model(
     register()
     entry = atari_entry(algo, overrides)
     n_envs = entry.pop("n_envs", 1)
+    n_workers = entry.pop("n_workers", n_workers)  # -params n_workers:N overrides the argument
     # The entry's own policy class (its heads, a3c_lstm's LSTM) on the small CNN's features.
     policy = entry.pop("policy")
     policy = pydoc.locate(policy) or policy  # a dotted path, or a name the algorithm knows ("CnnPolicy")
@@ -133,12 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.minatar", description=__doc__.splitlines()[0])
     parser.add_argument("--algo", choices=sorted(ALGOS), default="a3c")
     parser.add_argument("--game", default="Breakout", help="MinAtar game: Breakout, Asterix, Freeway, Seaquest, SpaceInvaders")
-    parser.add_argument("--timesteps", type=int, default=1_000_000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--timesteps", type=at_least(1), default=1_000_000)
+    parser.add_argument("--seeds", type=at_least(0), nargs="+", default=[0])
     parser.add_argument("-params", nargs="*", default=[], help="entry overrides, as the zoo's -params key:value")
     args = parser.parse_args(argv)
-    from benchmarks.atari import parse_params
-
     overrides = parse_params(args.params) if args.params else None
     for seed in args.seeds:
         print(json.dumps(dict(run(args.algo, args.timesteps, seed, args.game, overrides), params=args.params)), flush=True)

@@ -25,6 +25,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
+from benchmarks.cli import at_least, positive
 from benchmarks.configs import experiment
 from sb3_async.common.local_copy import distinct_state
 
@@ -82,8 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--algo", default="a3c")
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=positive, default=30.0)
+    parser.add_argument("--workers", type=at_least(1), default=2)
     args = parser.parse_args()
     import ray
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cli import at_least
 from benchmarks.configs import OURS
 from benchmarks.machine import usable_cores
 from benchmarks.scaling import PAPER_SPEEDUP, worker_counts
@@ -100,10 +101,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--threshold", type=float, default=475.0)
-    parser.add_argument("--budget", type=int, default=1_000_000, help="step budget of each run (its schedules follow it)")
+    parser.add_argument(
+        "--budget", type=at_least(1), default=1_000_000, help="step budget of each run (its schedules follow it)"
+    )
     parser.add_argument("--algos", nargs="+", default=OURS)
-    parser.add_argument("--counts", nargs="+", type=int, default=None, help="worker counts (default: 1, 2, 4, ... cores)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--counts", nargs="+", type=at_least(1), default=None, help="worker counts (default: 1, 2, 4, ... cores)"
+    )
+    parser.add_argument("--seeds", nargs="+", type=at_least(0), default=[0, 1, 2])
     parser.add_argument(
         "--baselines", nargs="*", default=[], help="zoo keys run as their settings give them (a2c), alternating with ours"
     )

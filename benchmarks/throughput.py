@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cli import at_least
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: A measurement to repeat: a configuration key and its number of workers (None: the entry's default).
@@ -132,10 +134,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="PongNoFrameskip-v4")
     parser.add_argument("--configs", default="a2c,a3c@a2c", help="keys of benchmarks.configs.CONFIGS")
-    parser.add_argument("--steps", type=int, default=20_000)
-    parser.add_argument("--warmup", type=int, default=2_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=None, help="n_workers of our algorithms (default: the entry's)")
+    parser.add_argument("--steps", type=at_least(1), default=20_000)
+    parser.add_argument("--warmup", type=at_least(0), default=2_000)
+    parser.add_argument("--repeats", type=at_least(1), default=3)
+    parser.add_argument("--workers", type=at_least(1), default=None, help="n_workers of our algorithms (default: the entry's)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

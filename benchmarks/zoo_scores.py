@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks.cli import at_least
 from benchmarks.learning import run
 from sb3_async.zoo import config_path
 
@@ -51,12 +52,15 @@ def score(algo: str, env_id: str, seeds: list[int], out: Path, snapshots: int = 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", nargs="+", required=True, help="algo:env pairs, e.g. a3c:CartPole-v1")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=at_least(0), default=[0, 1, 2])
     parser.add_argument("--out", default="benchmarks/results/zoo_scores")
     args = parser.parse_args()
+    malformed = [entry for entry in args.entries if entry.count(":") != 1 or "" in entry.split(":")]
+    if malformed:
+        parser.error(f"--entries: expected algo:env pairs such as a3c:CartPole-v1, got {' '.join(malformed)}")
     rows = []
     for entry in args.entries:
-        algo, env_id = entry.split(":", 1)
+        algo, env_id = entry.split(":")
         rows.append(score(algo, env_id, args.seeds, Path(args.out))["row"])
     print("| algorithm | environment | n_timesteps | final evaluation | best evaluation | training seconds |")
     print("|---|---|---|---|---|---|")

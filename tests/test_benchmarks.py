@@ -1,9 +1,12 @@
 """``python -m benchmarks``: the whole benchmark pipeline, run with ``--quick``, writes its report, plots and results."""
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,3 +81,35 @@ def test_atari_env_stepping_benchmark_prints_both_rates(capsys):
     main(["--rounds", "1", "--steps", "20", "--warmup", "5", "--processes", "1"])
     out = capsys.readouterr().out
     assert "AtariWrapper" in out and "AleVecEnv" in out and "median" in out
+
+
+@pytest.mark.parametrize(
+    "argument, expected",
+    [
+        ("--count=0", "argument --count: expected at least 1, got 0"),
+        ("--count=two", "argument --count: invalid int value: 'two'"),
+        ("--minutes=0", "argument --minutes: expected a number above 0, got 0"),
+        ("--minutes=nan", "argument --minutes: expected a number above 0, got nan"),
+    ],
+)
+def test_benchmark_options_refuse_counts_and_durations_out_of_range(argument, expected, capsys):
+    from benchmarks.cli import at_least, positive
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=at_least(1), default=1)
+    parser.add_argument("--minutes", type=positive, default=1.0)
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args([argument])
+    assert exited.value.code == 2 and expected in capsys.readouterr().err
+    assert parser.parse_args(["--count=1", "--minutes=0.05"]) == argparse.Namespace(count=1, minutes=0.05)
+
+
+def test_zoo_scores_refuses_an_entry_without_its_env():
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.zoo_scores", "--entries", "a3c:CartPole-v1", "a3c"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "--entries: expected algo:env pairs" in done.stderr and "got a3c" in done.stderr
