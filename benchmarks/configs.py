@@ -67,6 +67,8 @@ CONFIGS: dict[str, Config] = {
         Config("a3c@a2c", "A3C (A2C's settings)", "a3c", "a2c"),
         Config("a3c", "A3C", "a3c", "a3c"),
         Config("a3c@ale", "A3C (AleVecEnv)", "a3c", "a3c", ale_vec_env=True),
+        Config("a3c_lstm", "A3C LSTM", "a3c_lstm", "a3c_lstm"),
+        Config("a3c_lstm@ale", "A3C LSTM (AleVecEnv)", "a3c_lstm", "a3c_lstm", ale_vec_env=True),
         Config("a3c@ray", "A3C (Ray backend)", "a3c", "a3c", overrides=(("backend", "ray"),)),
         Config(
             "async_nstep_q@ray", "n-step Q (Ray backend)", "async_nstep_q", "async_nstep_q", overrides=(("backend", "ray"),)

@@ -113,3 +113,31 @@ def test_zoo_scores_refuses_an_entry_without_its_env():
         timeout=60,
     )
     assert done.returncode == 2 and "--entries: expected algo:env pairs" in done.stderr and "got a3c" in done.stderr
+
+
+def test_worker_profile_gives_each_sample_to_the_first_phase_on_its_stack():
+    from benchmarks.profile_worker import shares
+
+    root = "_worker_entry (pool.py:186);A3C._worker_loop (a3c.py:259)"
+    raw = "\n".join(
+        [
+            f"{root};A3C.train (a3c.py:218);A2C.train (a2c.py:175);Tensor.backward (_tensor.py:623) 30",
+            f"{root};A3C.train (a3c.py:218);A2C.train (a2c.py:179);HogwildOptimizer.step (local_copy.py:74) 10",
+            f"{root};A3C.train (a3c.py:218);A2C.train (a2c.py:150);Conv2d.forward (conv.py:565) 20",
+            f"{root};A3C.collect_rollouts (a3c.py:211);WorkerRolloutCallback._on_rollout_start (callbacks.py:28);"
+            "HogwildWorker.pull (hogwild.py:43);LocalCopy.pull (local_copy.py:136) 5",
+            f"{root};A3C.collect_rollouts (a3c.py:211);VecEnv.step (base_vec_env.py:222) 15",
+            f"{root};A3C.collect_rollouts (a3c.py:211);Conv2d.forward (conv.py:565) 15",
+            f"{root};HogwildWorker.record_update (hogwild.py:58) 5",
+            "Thread._bootstrap (threading.py:1002);Queue._feed (queues.py:231);Condition.wait (threading.py:320) 400",
+        ]
+    )
+    assert shares(raw) == {
+        "optimizer step": 0.1,
+        "backward": 0.3,
+        "update: forward and loss": 0.2,
+        "pull": 0.05,
+        "env step": 0.15,
+        "acting": 0.15,
+        "other": 0.05,
+    }
