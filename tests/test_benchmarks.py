@@ -141,3 +141,19 @@ def test_worker_profile_gives_each_sample_to_the_first_phase_on_its_stack():
         "acting": 0.15,
         "other": 0.05,
     }
+
+
+def test_the_uint8_image_levers_compute_the_features_training_computes():
+    import gymnasium as gym
+    import torch as th
+
+    from benchmarks.levers import N_ACTIONS, OBSERVATION_SPACE, _features_today, _features_uint8
+    from sb3_async.a3c.policies import PaperCnnPolicy
+
+    policy = PaperCnnPolicy(OBSERVATION_SPACE, gym.spaces.Discrete(N_ACTIONS), lambda _: 7e-4)
+    images = th.randint(0, 256, (8, *OBSERVATION_SPACE.shape), dtype=th.uint8)
+    with th.no_grad():
+        trained_on = policy.extract_features(images.float(), policy.features_extractor)  # as from SB3's buffer
+        assert th.equal(_features_today(policy, images.float()), trained_on)
+        for fold in (False, True):
+            assert th.allclose(_features_uint8(policy, images, fold), trained_on, atol=1e-5)

@@ -1,0 +1,136 @@
+"""Per-core levers on the Atari network, each timed on its own against what training does today.
+
+One process, one torch thread, the ``atari`` entry's network (``PaperCnnPolicy``: ``PaperCNN``
+and its heads) on random Pong-sized ``uint8`` observations; the two variants of a lever are
+timed in turn, ``--repeats`` times, and the median ratio is printed (above 1: the lever is faster).
+
+- ``image-input-folded``: what SB3 does (the rollout buffer holds float32 images; ``obs.float() /
+  255``; ``PaperCNN`` copies them into channels-last memory) against ``uint8`` images copied
+  into channels-last memory while still ``uint8`` (a quarter of the bytes), made float, with the
+  1/255 folded into the first convolution's weights; for the update (forward and backward on
+  ``n_steps x n_envs`` samples) and for acting (forward on ``n_envs``)
+- ``image-input``: the same without folding (``float() / 255`` after the ``uint8`` copy)
+- ``inference-mode``: acting under ``torch.inference_mode()`` against SB3's ``torch.no_grad()``
+
+    python -m benchmarks.levers --repeats 7
+"""
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from torch.nn import functional as F
+
+from benchmarks.cli import at_least
+from sb3_async.a3c.policies import PaperCnnPolicy
+
+#: Pong as the ``atari`` entries see it: 4 stacked 84x84 grey frames, 6 actions.
+OBSERVATION_SPACE = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+N_ACTIONS = 6
+
+
+def _seconds_per_call(function: Callable[[], Any], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - start) / calls
+
+
+def _features_today(policy: PaperCnnPolicy, images: th.Tensor) -> th.Tensor:
+    # SB3's preprocess_obs for images, then PaperCNN.forward.
+    return policy.features_extractor(images.float() / 255.0)
+
+
+def _features_uint8(policy: PaperCnnPolicy, images: th.Tensor, fold: bool) -> th.Tensor:
+    cnn = policy.features_extractor
+    x = images.contiguous(memory_format=th.channels_last).float()
+    if not fold:
+        return cnn.linear(cnn.cnn(x / 255.0))
+    first = cnn.cnn[0]
+    hidden = F.relu(F.conv2d(x, first.weight / 255.0, first.bias, stride=first.stride))
+    return cnn.linear(cnn.cnn[2:](hidden))
+
+
+def _heads(policy: PaperCnnPolicy, features: th.Tensor) -> th.Tensor:
+    latent_pi, latent_vf = policy.mlp_extractor(features)
+    return policy.action_net(latent_pi).logsumexp(dim=1) + policy.value_net(latent_vf).squeeze(1)
+
+
+def measure(repeats: int, n_envs: int = 8, n_steps: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Median ratios (today's time / the lever's) of every lever, with the times of each repeat."""
+    th.set_num_threads(1)
+    th.manual_seed(seed)
+    policy = PaperCnnPolicy(OBSERVATION_SPACE, gym.spaces.Discrete(N_ACTIONS), lambda _: 7e-4)
+    batch = th.randint(0, 256, (n_steps * n_envs, *OBSERVATION_SPACE.shape), dtype=th.uint8)
+    buffer_floats = batch.float()  # SB3's RolloutBuffer stores observations as float32
+    acting = batch[:n_envs].clone()
+
+    def update(features: Callable[[], th.Tensor]) -> Callable[[], None]:
+        def step() -> None:
+            policy.zero_grad(set_to_none=True)
+            _heads(policy, features()).sum().backward()
+
+        return step
+
+    def act(features: Callable[[], th.Tensor], mode: Callable[[], Any] = th.no_grad) -> Callable[[], None]:
+        def step() -> None:
+            with mode():
+                _heads(policy, features())
+
+        return step
+
+    update_today = update(lambda: _features_today(policy, buffer_floats))
+    acting_today = act(lambda: _features_today(policy, acting))
+    update_calls, acting_calls = 20, 150
+    variants = {
+        "image-input-folded": [
+            ("update", update_today, update(lambda: _features_uint8(policy, batch, True)), update_calls),
+            ("acting", acting_today, act(lambda: _features_uint8(policy, acting, True)), acting_calls),
+        ],
+        "image-input": [
+            ("update", update_today, update(lambda: _features_uint8(policy, batch, False)), update_calls),
+            ("acting", acting_today, act(lambda: _features_uint8(policy, acting, False)), acting_calls),
+        ],
+        "inference-mode": [
+            ("acting", acting_today, act(lambda: _features_today(policy, acting), th.inference_mode), acting_calls),
+        ],
+    }
+    with th.no_grad():
+        today = _features_today(policy, batch)
+        difference = max(float((today - _features_uint8(policy, batch, fold)).abs().max()) for fold in (False, True))
+    results: dict[str, Any] = {"max_abs_feature_difference": difference}
+    for lever, parts in variants.items():
+        for part, baseline, candidate, calls in parts:
+            times = []
+            for _ in range(repeats):
+                times.append((_seconds_per_call(baseline, calls), _seconds_per_call(candidate, calls)))
+            ratio = statistics.median(before / after for before, after in times)
+            results[f"{lever} {part}"] = dict(ratio=ratio, ms=[(1e3 * before, 1e3 * after) for before, after in times])
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.levers", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=at_least(1), default=7, help="alternating timings of each pair")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    results = measure(args.repeats)
+    print(f"features: today's and the uint8 paths differ by at most {results['max_abs_feature_difference']:.1e}")
+    for name, result in results.items():
+        if isinstance(result, dict):
+            before, after = (statistics.median(times) for times in zip(*result["ms"], strict=True))
+            print(f"{name:<28} {result['ratio']:.3f}x  (median {before:.2f} ms today, {after:.2f} ms with the lever)")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
