@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import ceiling, curves, learning, scaling, throughput
-from benchmarks.cli import at_least
+from benchmarks.cli import at_least, positive
 from benchmarks.configs import CONFIGS, OURS, is_atari
 from benchmarks.machine import git_commit, machine, usable_cores, versions
 from benchmarks.report import learning_section, scaling_section, throughput_section, write_report
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=at_least(1), default=None, help="throughput and scaling runs per configuration (3; quick: 1)"
     )
     parser.add_argument("--seeds", type=at_least(1), default=None, help="learning runs per algorithm (3; quick: 1)")
-    parser.add_argument("--pong-minutes", type=float, default=None, help="wall-clock budget of each Pong learning run (10)")
+    parser.add_argument("--pong-minutes", type=positive, default=None, help="wall-clock budget of each Pong learning run (10)")
     parser.add_argument(
         "--envs", default=f"{PONG},{CARTPOLE}", help=f"comma-separated subset of {PONG},{CARTPOLE} (default: both)"
     )
@@ -323,8 +323,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(only) - set(SECTIONS))
     if unknown or not only:
         parser.error(f"--only: choose among {', '.join(SECTIONS)}; got {args.only!r}")
-    if args.pong_minutes is not None and args.pong_minutes <= 0:
-        parser.error("--pong-minutes must be positive")
     # --quick: 3 seconds of Pong training, enough for a start and an end snapshot.
     default_pong_minutes = 3 / 60 if args.quick else 10.0
     plan = make_plan(

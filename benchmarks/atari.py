@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algo", choices=sorted(ALGOS), help="zoo key (new runs only)")
     parser.add_argument("--env", help=f"Atari env id (new runs only; default {_DEFAULT_ENV})")
     parser.add_argument(
-        "--timesteps", type=positive, help=f"step budget of the whole run (new runs only; default {_DEFAULT_TIMESTEPS:.0e})"
+        "--timesteps", type=at_least(1), help=f"step budget of the whole run (new runs only; default {_DEFAULT_TIMESTEPS:.0e})"
     )
     parser.add_argument("--seed", type=at_least(0), help=f"new runs only; default {_DEFAULT_SEED}")
     parser.add_argument("--workers", type=at_least(1), help="n_workers (new runs only; default: the entry's, or usable CPUs)")
@@ -426,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.algo is None:
             parser.error("--algo is required for a new run")
+        try:
+            parse_params(args.params or [])  # refused now, before a run folder holds them
+        except ValueError as error:
+            parser.error(str(error))
         run_dir.mkdir(parents=True, exist_ok=True)
         state = dict(
             algo=args.algo,

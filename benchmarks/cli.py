@@ -1,19 +1,27 @@
 """What the benchmark scripts share in reading their command lines."""
 
 import argparse
+import math
 from collections.abc import Callable
 from typing import Any
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
     """
-    An ``argparse`` type: an integer of at least ``minimum``; argparse names the option in its error.
+    An ``argparse`` type: a whole number of at least ``minimum``, written as an integer or, for
+    step budgets, in float notation (``1e7``); argparse names the option in its error.
 
     :param minimum: the smallest value accepted
     """
 
     def parse(text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            number = float(text)  # a ValueError here is argparse's "invalid int value"
+            if not number.is_integer():
+                raise argparse.ArgumentTypeError(f"expected a whole number, got {text}") from None
+            value = int(number)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected at least {minimum}, got {value}")
         return value
@@ -24,11 +32,14 @@ def at_least(minimum: int) -> Callable[[str], int]:
 
 
 def positive(text: str) -> float:
-    """An ``argparse`` type: a number above 0 (seconds, minutes); argparse names the option in its error."""
+    """
+    An ``argparse`` type: a finite number above 0 (seconds, minutes); argparse names the option in its error.
+
+    :param text: the option's value as given
+    """
     value = float(text)
-    # "not >" rather than "<=" so that nan is refused too.
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+    if not (value > 0 and math.isfinite(value)):  # "not >" also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text}")
     return value
 
 
@@ -36,9 +47,21 @@ positive.__name__ = "float"
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
-    """``key:value`` overrides read exactly as the zoo reads its ``-params``."""
+    """
+    ``key:value`` overrides read exactly as the zoo reads its ``-params``.
+
+    :param items: the ``key:value`` items
+    :raises ValueError: an item is not ``key:value`` with a value Python can evaluate
+    """
     from rl_zoo3.utils import StoreDict
 
+    for item in items:
+        key, colon, value = item.partition(":")
+        if not key or not colon or not value:
+            raise ValueError(f"-params: expected key:value items such as n_workers:4, got {item!r}")
     namespace = argparse.Namespace()
-    StoreDict(["-params"], "params", nargs="+")(None, namespace, items)
+    try:
+        StoreDict(["-params"], "params", nargs="+")(None, namespace, items)
+    except Exception as error:  # the zoo evaluates each value as Python
+        raise ValueError(f"-params: a value of {' '.join(items)!r} is not a Python expression ({error})") from error
     return namespace.params

@@ -266,7 +266,10 @@ def main() -> None:
     parser.add_argument("-params", nargs="*", default=[], help="overrides, as the zoo's -params key:value")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     args = parser.parse_args()
-    overrides = parse_params(args.params) if args.params else {}
+    try:
+        overrides = parse_params(args.params) if args.params else {}
+    except ValueError as error:
+        parser.error(str(error))
     result = run(
         args.algo,
         args.env,

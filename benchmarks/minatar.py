@@ -139,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=at_least(0), nargs="+", default=[0])
     parser.add_argument("-params", nargs="*", default=[], help="entry overrides, as the zoo's -params key:value")
     args = parser.parse_args(argv)
-    overrides = parse_params(args.params) if args.params else None
+    try:
+        overrides = parse_params(args.params) if args.params else None
+    except ValueError as error:
+        parser.error(str(error))
     for seed in args.seeds:
         print(json.dumps(dict(run(args.algo, args.timesteps, seed, args.game, overrides), params=args.params)), flush=True)
     return 0

@@ -3,7 +3,8 @@
 A configuration of ``benchmarks.configs`` trains in a fresh process (as ``benchmarks.throughput``
 runs it) for as long as it takes; after ``--warmup`` seconds py-spy (``pip install py-spy``)
 samples the first worker process, without pausing it and counting the time it waits too, for
-``--seconds``; then the run is ended. Every sample is given to the first phase whose functions are
+``--seconds`` (``--warmup`` counts from the start of the training process, set-up included);
+then the run is ended. Every sample is given to the first phase whose functions are
 on its stack:
 
 - *optimizer step*: the shared optimizer's step on the shared parameters (Hogwild)
@@ -16,7 +17,8 @@ on its stack:
 - *other*: everything else (waiting for the main process, logging, the value-based methods' bookkeeping
   between their steps)
 
-For SB3's A2C, which has no workers, the main process is sampled.
+For SB3's own algorithms (A2C, DQN), which have no workers, the training process is sampled;
+configurations with the Ray backend are not offered (their workers are Ray's processes).
 
     python -m benchmarks.profile_worker --config a3c@ale --env PongNoFrameskip-v4 --seconds 30
 """
@@ -42,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("optimizer step", ("HogwildOptimizer.step", "RMSpropTFLike.step", "RMSprop.step", "Adam.step")),
     ("backward", ("Tensor.backward", "_engine_run_backward")),
-    ("update: forward and loss", ("A2C.train", "A3C.train", "A3C._train_recurrent", "._train_on_rollout")),
+    ("update: forward and loss", ("A2C.train", "A3C.train", "A3C._train_recurrent", "._train_on_rollout", "DQN.train")),
     ("pull", ("LocalCopy.pull",)),
     ("env step", ("VecEnv.step", ".step_wait", ".step_async")),
     ("acting", ("collect_rollouts", "._act", "._first_actions")),
@@ -51,7 +53,11 @@ OTHER = "other"
 
 
 def phase_of(frames: list[str]) -> str:
-    """The phase of one sample, from its stack (py-spy's ``function (file:line)`` frames, outermost first)."""
+    """
+    The phase of one sample.
+
+    :param frames: its stack, py-spy's ``function (file:line)`` frames, outermost first
+    """
     names = [frame.split(" (", 1)[0] for frame in frames]
     for phase, markers in PHASES:
         if any(marker in name for name in names for marker in markers):
@@ -61,8 +67,9 @@ def phase_of(frames: list[str]) -> str:
 
 def shares(raw_samples: str) -> dict[str, float]:
     """
-    The fraction of the main thread's samples in each phase, from py-spy's ``--format raw`` output
-    (``stack count`` lines).
+    The fraction of the main thread's samples in each phase.
+
+    :param raw_samples: py-spy's ``--format raw`` output (``stack count`` lines)
     """
     counts: Counter[str] = Counter()
     for line in raw_samples.splitlines():
@@ -87,62 +94,102 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _has_workers(key: str) -> bool:
+    from benchmarks.configs import CONFIGS
+    from sb3_async.zoo import ALGOS as OUR_ALGOS
+
+    return CONFIGS[key].algo in OUR_ALGOS
+
+
+def _profilable() -> list[str]:
+    # A Ray backend's workers are Ray's actor processes, not children of the training process.
+    from benchmarks.configs import CONFIGS
+
+    return sorted(key for key, config in CONFIGS.items() if ("backend", "ray") not in config.overrides)
+
+
+def _end(training: subprocess.Popen) -> None:
+    # SIGINT first, so that training closes its workers and removes its temporary folders.
+    for sig, grace in ((signal.SIGINT, 15.0), (signal.SIGKILL, None)):
+        try:
+            os.killpg(training.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            training.wait(grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    training.wait()
+
+
 def profile(
     key: str, env_id: str, n_workers: int | None, warmup: float, seconds: int, rate: int, raw: Path | None = None
 ) -> dict[str, Any]:
     """
-    Train ``key`` on ``env_id`` in a fresh process, sample its first worker, and return the shares by
-    phase; ``raw``: where to keep py-spy's samples (stacks with counts, for a flame graph).
-    """
-    from benchmarks.configs import CONFIGS
+    Train configuration ``key`` in a fresh process and sample its first worker (SB3's own
+    algorithms: the training process) with py-spy.
 
+    :param key: a configuration of ``benchmarks.configs`` (not one with the Ray backend)
+    :param env_id: the environment
+    :param n_workers: workers of our algorithms (None: the entry's)
+    :param warmup: seconds from the start of the training process (imports and set-up included) to the first sample
+    :param seconds: seconds of sampling
+    :param rate: samples per second
+    :param raw: where to keep py-spy's samples (stacks with counts, for a flame graph)
+    :return: the configuration and the share of the sampled process's main thread in each phase
+    """
     command = [sys.executable, "-m", "benchmarks.throughput", "--one", key, "--env", env_id]
     command += ["--steps", str(10**9), "--warmup", "0"] + ([] if n_workers is None else ["--workers", str(n_workers)])
-    training = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        time.sleep(warmup)
-        if training.poll() is not None:
-            raise RuntimeError(f"{' '.join(command)} ended early:\n{training.stderr.read()[-4000:]}")  # type: ignore[union-attr]
-        workers = _children(training.pid) if CONFIGS[key].algo != "a2c" else [training.pid]
-        if not workers:
-            raise RuntimeError(f"{key} started no worker process within {warmup} s")
-        with tempfile.TemporaryDirectory() as folder:
-            out = Path(folder) / "samples.txt"
-            record = ["py-spy", "record", "--pid", str(workers[0]), "--duration", str(seconds)]
-            record += ["--rate", str(rate), "--format", "raw", "--output", str(out), "--nonblocking", "--idle"]
-            done = subprocess.run(record, capture_output=True, text=True)
-            if done.returncode != 0 or not out.exists():
-                raise RuntimeError(f"{' '.join(record)} failed:\n{done.stderr[-2000:]}")
-            result = shares(out.read_text())
-            if raw is not None:
-                shutil.copyfile(out, raw)
-    finally:
-        os.killpg(training.pid, signal.SIGKILL)
-        training.wait()
+    with tempfile.TemporaryDirectory() as folder:
+        # A file, not a pipe: nobody reads a pipe during the run, and a full one would stall training.
+        with open(Path(folder) / "stderr.txt", "w+") as stderr:
+            training = subprocess.Popen(
+                command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, text=True, start_new_session=True
+            )
+            try:
+                time.sleep(warmup)
+                if training.poll() is not None:
+                    stderr.seek(0)
+                    raise RuntimeError(f"{' '.join(command)} ended early:\n{stderr.read()[-4000:]}")
+                sampled = _children(training.pid) if _has_workers(key) else [training.pid]
+                if not sampled:
+                    raise RuntimeError(f"{key} started no worker process within {warmup} s")
+                out = Path(folder) / "samples.txt"
+                record = ["py-spy", "record", "--pid", str(sampled[0]), "--duration", str(seconds)]
+                record += ["--rate", str(rate), "--format", "raw", "--output", str(out), "--nonblocking", "--idle"]
+                done = subprocess.run(record, capture_output=True, text=True)
+                if done.returncode != 0 or not out.exists():
+                    raise RuntimeError(f"{' '.join(record)} failed:\n{done.stderr[-2000:]}")
+                result = shares(out.read_text())
+                if raw is not None:
+                    shutil.copyfile(out, raw)
+            finally:
+                _end(training)
     return dict(config=key, env=env_id, n_workers=n_workers, seconds=seconds, shares=result)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.configs import CONFIGS
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", choices=sorted(CONFIGS), default="a3c@ale")
+    parser.add_argument("--config", choices=_profilable(), default="a3c@ale")
     parser.add_argument("--env", default="PongNoFrameskip-v4")
-    parser.add_argument("--workers", type=at_least(1), default=None, help="n_workers (default: the entry's)")
-    parser.add_argument("--warmup", type=positive, default=20.0, help="seconds of training before sampling starts")
+    parser.add_argument("--workers", type=at_least(1), default=None, help="n_workers of our algorithms (default: the entry's)")
+    parser.add_argument(
+        "--warmup", type=positive, default=20.0, help="seconds from the start of training (set-up included) to sampling"
+    )
     parser.add_argument("--seconds", type=at_least(1), default=30, help="seconds of sampling")
     parser.add_argument("--rate", type=at_least(1), default=100, help="samples per second")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     parser.add_argument("--raw", type=Path, default=None, help="keep py-spy's samples here (for a flame graph)")
     args = parser.parse_args(argv)
+    if args.workers is not None and not _has_workers(args.config):
+        parser.error(f"--workers: {args.config} is SB3's own algorithm, which has no workers")
     if shutil.which("py-spy") is None:
         parser.error("py-spy is not installed: pip install py-spy")
     result = profile(args.config, args.env, args.workers, args.warmup, args.seconds, args.rate, args.raw)
     if args.out:
         Path(args.out).write_text(json.dumps(result))
-    sampled = "the training process" if CONFIGS[args.config].algo == "a2c" else "one worker"
+    sampled = "one worker" if _has_workers(args.config) else "the training process"
     print(f"{args.config} on {args.env}, {sampled} sampled for {args.seconds} s:")
     for phase, share in result["shares"].items():
         print(f"  {phase:<26} {100 * share:5.1f}%")

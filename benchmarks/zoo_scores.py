@@ -55,12 +55,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=at_least(0), default=[0, 1, 2])
     parser.add_argument("--out", default="benchmarks/results/zoo_scores")
     args = parser.parse_args()
-    malformed = [entry for entry in args.entries if entry.count(":") != 1 or "" in entry.split(":")]
+    # The env id may itself hold a colon (gymnasium's "module:Env-v0").
+    malformed = [entry for entry in args.entries if "" in entry.partition(":")]
     if malformed:
         parser.error(f"--entries: expected algo:env pairs such as a3c:CartPole-v1, got {' '.join(malformed)}")
     rows = []
     for entry in args.entries:
-        algo, env_id = entry.split(":")
+        algo, env_id = entry.split(":", 1)
         rows.append(score(algo, env_id, args.seeds, Path(args.out))["row"])
     print("| algorithm | environment | n_timesteps | final evaluation | best evaluation | training seconds |")
     print("|---|---|---|---|---|---|")

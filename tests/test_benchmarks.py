@@ -88,8 +88,10 @@ def test_atari_env_stepping_benchmark_prints_both_rates(capsys):
     [
         ("--count=0", "argument --count: expected at least 1, got 0"),
         ("--count=two", "argument --count: invalid int value: 'two'"),
-        ("--minutes=0", "argument --minutes: expected a number above 0, got 0"),
-        ("--minutes=nan", "argument --minutes: expected a number above 0, got nan"),
+        ("--count=2.5", "argument --count: expected a whole number, got 2.5"),
+        ("--minutes=0", "argument --minutes: expected a finite number above 0, got 0"),
+        ("--minutes=nan", "argument --minutes: expected a finite number above 0, got nan"),
+        ("--minutes=inf", "argument --minutes: expected a finite number above 0, got inf"),
     ],
 )
 def test_benchmark_options_refuse_counts_and_durations_out_of_range(argument, expected, capsys):
@@ -101,7 +103,19 @@ def test_benchmark_options_refuse_counts_and_durations_out_of_range(argument, ex
     with pytest.raises(SystemExit) as exited:
         parser.parse_args([argument])
     assert exited.value.code == 2 and expected in capsys.readouterr().err
-    assert parser.parse_args(["--count=1", "--minutes=0.05"]) == argparse.Namespace(count=1, minutes=0.05)
+    assert parser.parse_args(["--count=1e7", "--minutes=0.05"]) == argparse.Namespace(count=10_000_000, minutes=0.05)
+
+
+@pytest.mark.parametrize("item", ["n_workers", "n_workers:", ":4", "n_workers:four("])
+def test_params_that_are_not_key_value_are_refused_with_the_item(item):
+    from benchmarks.cli import parse_params
+
+    assert parse_params(["n_workers:4", "policy_kwargs:dict(net_arch=[8])"]) == {
+        "n_workers": 4,
+        "policy_kwargs": {"net_arch": [8]},
+    }
+    with pytest.raises(ValueError, match="-params"):
+        parse_params(["ent_coef:0.01", item])
 
 
 def test_zoo_scores_refuses_an_entry_without_its_env():
@@ -144,13 +158,12 @@ def test_worker_profile_gives_each_sample_to_the_first_phase_on_its_stack():
 
 
 def test_the_uint8_image_levers_compute_the_features_training_computes():
-    import gymnasium as gym
     import torch as th
 
-    from benchmarks.levers import N_ACTIONS, OBSERVATION_SPACE, _features_today, _features_uint8
-    from sb3_async.a3c.policies import PaperCnnPolicy
+    from benchmarks.levers import OBSERVATION_SPACE, _features_today, _features_uint8, entry_policy
 
-    policy = PaperCnnPolicy(OBSERVATION_SPACE, gym.spaces.Discrete(N_ACTIONS), lambda _: 7e-4)
+    policy = entry_policy()
+    assert [len(layers) for layers in (policy.mlp_extractor.policy_net, policy.mlp_extractor.value_net)] == [4, 4]
     images = th.randint(0, 256, (8, *OBSERVATION_SPACE.shape), dtype=th.uint8)
     with th.no_grad():
         trained_on = policy.extract_features(images.float(), policy.features_extractor)  # as from SB3's buffer
