@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
-from benchmarks.cli import at_least, parse_params, positive
+from benchmarks.cli import at_least, params_option, parse_params, positive
 from benchmarks.configs import experiment
 from sb3_async.common.cpus import usable_cpus
 from sb3_async.zoo import ALGOS
@@ -426,10 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.algo is None:
             parser.error("--algo is required for a new run")
-        try:
-            parse_params(args.params or [])  # refused now, before a run folder holds them
-        except ValueError as error:
-            parser.error(str(error))
+        params_option(parser, args.params)  # refused now, before a run folder holds them
         run_dir.mkdir(parents=True, exist_ok=True)
         state = dict(
             algo=args.algo,

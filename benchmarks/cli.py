@@ -65,3 +65,16 @@ def parse_params(items: list[str]) -> dict[str, Any]:
     except Exception as error:  # the zoo evaluates each value as Python
         raise ValueError(f"-params: a value of {' '.join(items)!r} is not a Python expression ({error})") from error
     return namespace.params
+
+
+def params_option(parser: argparse.ArgumentParser, items: list[str] | None) -> dict[str, Any]:
+    """
+    A script's ``-params`` read by :func:`parse_params`; a bad item ends the script with the parser's error.
+
+    :param parser: the script's parser
+    :param items: the ``key:value`` items given (None or empty: no overrides)
+    """
+    try:
+        return parse_params(items or [])
+    except ValueError as error:
+        parser.error(str(error))

@@ -32,7 +32,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize, unwrap_vec_normalize
 
-from benchmarks.cli import at_least, parse_params, positive
+from benchmarks.cli import at_least, params_option, positive
 from benchmarks.configs import experiment
 
 # The zoo evaluates value-based agents greedily, and Atari agents of the others stochastically.
@@ -266,10 +266,7 @@ def main() -> None:
     parser.add_argument("-params", nargs="*", default=[], help="overrides, as the zoo's -params key:value")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     args = parser.parse_args()
-    try:
-        overrides = parse_params(args.params) if args.params else {}
-    except ValueError as error:
-        parser.error(str(error))
+    overrides = params_option(parser, args.params)
     result = run(
         args.algo,
         args.env,

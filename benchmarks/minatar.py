@@ -31,7 +31,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from benchmarks.cli import at_least, parse_params
+from benchmarks.cli import at_least, params_option
 from sb3_async.zoo import ALGOS, config_path
 
 __all__ = ["MinAtarCNN", "atari_entry", "make_model", "register"]
@@ -139,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=at_least(0), nargs="+", default=[0])
     parser.add_argument("-params", nargs="*", default=[], help="entry overrides, as the zoo's -params key:value")
     args = parser.parse_args(argv)
-    try:
-        overrides = parse_params(args.params) if args.params else None
-    except ValueError as error:
-        parser.error(str(error))
+    overrides = params_option(parser, args.params)
     for seed in args.seeds:
         print(json.dumps(dict(run(args.algo, args.timesteps, seed, args.game, overrides), params=args.params)), flush=True)
     return 0
