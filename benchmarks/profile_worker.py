@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.cli import at_least, positive
+from benchmarks.throughput import fresh_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,8 +140,8 @@ def profile(
     :param raw: where to keep py-spy's samples (stacks with counts, for a flame graph)
     :return: the configuration and the share of the sampled process's main thread in each phase
     """
-    command = [sys.executable, "-m", "benchmarks.throughput", "--one", key, "--env", env_id]
-    command += ["--steps", str(10**9), "--warmup", "0"] + ([] if n_workers is None else ["--workers", str(n_workers)])
+    # Steps enough never to end on its own: the run is ended once sampled.
+    command = fresh_command(key, env_id, 10**9, 0, n_workers)
     with tempfile.TemporaryDirectory() as folder:
         # A file, not a pipe: nobody reads a pipe during the run, and a full one would stall training.
         with open(Path(folder) / "stderr.txt", "w+") as stderr:

@@ -75,12 +75,16 @@ def measure(key: str, env_id: str, steps: int, warmup: int, n_workers: int | Non
     )
 
 
-def run_fresh(key: str, env_id: str, steps: int, warmup: int, n_workers: int | None = None) -> dict[str, Any]:
-    """:func:`measure` in a fresh Python process (its own torch threads, memory and imports)."""
+def fresh_command(key: str, env_id: str, steps: int, warmup: int, n_workers: int | None = None) -> list[str]:
+    """The command line that runs :func:`measure` in a fresh Python process (run from the project root)."""
     command = [sys.executable, "-m", "benchmarks.throughput", "--one", key, "--env", env_id]
     command += ["--steps", str(steps), "--warmup", str(warmup)]
-    if n_workers is not None:
-        command += ["--workers", str(n_workers)]
+    return command + ([] if n_workers is None else ["--workers", str(n_workers)])
+
+
+def run_fresh(key: str, env_id: str, steps: int, warmup: int, n_workers: int | None = None) -> dict[str, Any]:
+    """:func:`measure` in a fresh Python process (its own torch threads, memory and imports)."""
+    command = fresh_command(key, env_id, steps, warmup, n_workers)
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
