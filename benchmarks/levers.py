@@ -46,8 +46,8 @@ def _seconds_per_call(function: Callable[[], Any], calls: int) -> float:
 
 
 def _features_today(policy: PaperCnnPolicy, images: th.Tensor) -> th.Tensor:
-    # SB3's preprocess_obs for images, then PaperCNN.forward.
-    return policy.features_extractor(images.float() / 255.0)
+    # What training runs: SB3's preprocess_obs (float() / 255), then PaperCNN.forward.
+    return policy.extract_features(images, policy.features_extractor)
 
 
 def _features_uint8(policy: PaperCnnPolicy, images: th.Tensor, fold: bool) -> th.Tensor:
