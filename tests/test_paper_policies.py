@@ -2,11 +2,17 @@
 
 import numpy as np
 import pytest
+import stable_baselines3.common.policies as policies_module
+import torch as th
+from gymnasium import spaces
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticCnnPolicy as CnnLstmPolicy
+from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.envs import FakeImageEnv
+from stable_baselines3.common.policies import ActorCriticCnnPolicy
 from torch import nn
 
 from sb3_async import A3C, AsyncNStepQ, AsyncOneStepQ
-from sb3_async.a3c.policies import PaperCnnLstmPolicy
+from sb3_async.a3c.policies import PaperCnnLstmPolicy, PaperCnnPolicy
 from sb3_async.common.saving import POLICY_FORMAT
 from sb3_async.common.torch_layers import PaperCNN
 
@@ -76,3 +82,47 @@ def test_a_model_saved_now_rebuilds_its_heads(algo, tmp_path):
     model.save(tmp_path / "current")
     loaded = algo.load(tmp_path / "current", env=env)
     assert loaded.policy.state_dict().keys() == model.policy.state_dict().keys()
+
+
+def _evaluate(policy, observations, actions):
+    if hasattr(policy, "lstm_actor"):
+        n_envs = observations.shape[0]
+        lstm = policy.lstm_actor
+        zeros = (th.zeros(lstm.num_layers, n_envs, lstm.hidden_size),) * 2
+        return policy.evaluate_actions(observations, actions, RNNStates(zeros, zeros), th.zeros(n_envs))
+    return policy.evaluate_actions(observations, actions)
+
+
+@pytest.mark.parametrize("share", [True, False], ids=["shared_extractor", "separate_extractors"])
+@pytest.mark.parametrize(
+    "paper_policy, sb3_policy",
+    [(PaperCnnPolicy, ActorCriticCnnPolicy), (PaperCnnLstmPolicy, CnnLstmPolicy)],
+    ids=["ff", "lstm"],
+)
+def test_paper_cnn_scales_uint8_images_itself_as_sb3_would(paper_policy, sb3_policy, share, monkeypatch):
+    """The update on raw uint8 images (PaperCNN scales them) equals SB3's float() / 255 path, gradients included."""
+    space = spaces.Box(0, 255, (4, 40, 40), np.uint8)
+    kwargs = dict(share_features_extractor=share)
+    th.manual_seed(0)
+    # sb3-contrib's policy has a critic LSTM of its own: compare with the same configuration.
+    torso = dict(share_lstm_torso=False) if paper_policy is PaperCnnLstmPolicy else {}
+    ours = paper_policy(space, spaces.Discrete(4), lambda _: 7e-4, **kwargs, **torso)
+    sb3 = sb3_policy(space, spaces.Discrete(4), lambda _: 7e-4, features_extractor_class=PaperCNN, net_arch=[], **kwargs)
+    sb3.load_state_dict(ours.state_dict())
+    observations = th.as_tensor(np.stack([space.sample() for _ in range(6)]))
+    actions = th.arange(6) % 4
+    expected = _evaluate(sb3, observations, actions)
+    # The point of the path: SB3's preprocessing (a pass over float images) is not run.
+    monkeypatch.setattr(policies_module, "preprocess_obs", _refuse_preprocessing)
+    got = _evaluate(ours, observations, actions)
+    for mine, theirs in zip(got, expected, strict=True):
+        th.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    for model, result in ((ours, got), (sb3, expected)):
+        model.zero_grad()
+        (result[0].sum() + result[1].sum() + result[2].sum()).backward()
+    for (name, mine), theirs in zip(ours.named_parameters(), sb3.parameters(), strict=True):
+        th.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _refuse_preprocessing(*args, **kwargs):
+    raise AssertionError("SB3's preprocess_obs ran on images PaperCNN could take raw")

@@ -8,6 +8,7 @@ from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["PaperCNN", "PaperNetworkDefaults"]
 
@@ -17,6 +18,11 @@ class PaperCNN(BaseFeaturesExtractor):
     The network of Mnih et al. 2016 (and of the 2013 DQN paper): 16 filters 8x8 stride 4,
     32 filters 4x4 stride 2, a fully connected layer of 256 units, ReLU after each. About a
     third of the cost of SB3's ``NatureCNN`` (32-64-64 filters, 512 units) per forward pass.
+
+    Given ``uint8`` images (0 to 255), it scales them itself, as SB3's ``preprocess_obs`` would
+    (``obs.float() / 255``), but with the 1/255 applied to the first convolution's weights: the
+    policies of this package hand it the raw images (see ``PaperCnnPolicy.extract_features``).
+    Float images are taken as already scaled.
 
     :param observation_space: an image space, channels first (SB3 transposes images for you)
     :param features_dim: units of the fully connected layer
@@ -42,7 +48,15 @@ class PaperCNN(BaseFeaturesExtractor):
     def forward(self, observations: th.Tensor) -> th.Tensor:
         # Images in channels-last layout take oneDNN's fast convolutions on CPUs: a third less time
         # for a rollout's acting and update (benchmarks, issue 13); the weights keep SB3's layout.
-        return self.linear(self.cnn(observations.contiguous(memory_format=th.channels_last)))
+        images = observations.contiguous(memory_format=th.channels_last)
+        if images.dtype != th.uint8:
+            return self.linear(self.cnn(images))
+        # Laid out while a quarter of the bytes, and scaled through the (small) weights rather than
+        # by a pass over the images: both passes over float images cost as much as the first
+        # convolution (docs/worker_profile.md).
+        first = self.cnn[0]
+        scaled = F.conv2d(images.float(), first.weight / 255.0, first.bias, first.stride, first.padding, first.dilation)
+        return self.linear(self.cnn[1:](scaled))
 
 
 class PaperNetworkDefaults:
