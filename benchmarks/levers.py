@@ -1,4 +1,4 @@
-"""Per-core levers on the Atari network, each timed on its own against what training does today.
+"""Per-core levers on the Atari network, each timed on its own against SB3's path (what training did before them).
 
 One process, one torch thread, the network of ``a3c``'s ``atari`` entry (``PaperCnnPolicy`` with
 the entry's ``policy_kwargs``: ``PaperCNN``, two 64-unit layers per head) on random Pong-sized
@@ -6,11 +6,12 @@ the entry's ``policy_kwargs``: ``PaperCNN``, two 64-unit layers per head) on ran
 turn, ``--repeats`` times, the order swapped every other time, and the median ratio is printed
 (above 1: the lever is faster).
 
-- ``image-input-folded``: what SB3 does (the rollout buffer holds float32 images; ``obs.float() /
-  255``; ``PaperCNN`` copies them into channels-last memory) against ``uint8`` images copied
-  into channels-last memory while still ``uint8`` (a quarter of the bytes), made float, with the
-  1/255 folded into the first convolution's weights; for the update (forward and backward on
-  ``n_steps x n_envs`` samples) and for acting (forward on ``n_envs``)
+- ``image-input-folded`` (built since 2026-11-24: ``PaperCnnPolicy``'s path): SB3's path (the
+  rollout buffer holds the ``uint8`` images; ``preprocess_obs`` makes them float and divides by
+  255; ``PaperCNN`` copies the floats into channels-last memory) against the ``uint8`` images
+  copied into channels-last memory while still ``uint8`` (a quarter of the bytes), made float,
+  with the 1/255 folded into the first convolution's weights; for the update (forward and
+  backward on ``n_steps x n_envs`` samples) and for acting (forward on ``n_envs``)
 - ``image-input``: the same without folding (``float() / 255`` after the ``uint8`` copy)
 - ``inference-mode``: acting under ``torch.inference_mode()`` against SB3's ``torch.no_grad()``
 
@@ -27,7 +28,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from torch.nn import functional as F
+from stable_baselines3.common.policies import BaseModel
 
 from benchmarks.cli import at_least
 from benchmarks.minatar import atari_entry
@@ -45,19 +46,18 @@ def _seconds_per_call(function: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def _features_today(policy: PaperCnnPolicy, images: th.Tensor) -> th.Tensor:
-    # What training runs: SB3's preprocess_obs (float() / 255), then PaperCNN.forward.
+def _features_sb3(policy: PaperCnnPolicy, images: th.Tensor) -> th.Tensor:
+    # SB3's own path, which PaperCnnPolicy bypasses: preprocess_obs (float() / 255), then PaperCNN on floats.
+    return BaseModel.extract_features(policy, images, policy.features_extractor)
+
+
+def _features_folded(policy: PaperCnnPolicy, images: th.Tensor) -> th.Tensor:
     return policy.extract_features(images, policy.features_extractor)
 
 
-def _features_uint8(policy: PaperCnnPolicy, images: th.Tensor, fold: bool) -> th.Tensor:
+def _features_unfolded(policy: PaperCnnPolicy, images: th.Tensor) -> th.Tensor:
     cnn = policy.features_extractor
-    x = images.contiguous(memory_format=th.channels_last).float()
-    if not fold:
-        return cnn.linear(cnn.cnn(x / 255.0))
-    first = cnn.cnn[0]
-    hidden = F.relu(F.conv2d(x, first.weight / 255.0, first.bias, stride=first.stride))
-    return cnn.linear(cnn.cnn[2:](hidden))
+    return cnn(images.contiguous(memory_format=th.channels_last).float() / 255.0)
 
 
 def _heads(policy: PaperCnnPolicy, features: th.Tensor) -> th.Tensor:
@@ -73,20 +73,20 @@ def entry_policy() -> PaperCnnPolicy:
 
 def measure(repeats: int, n_envs: int = 8, n_steps: int = 5, seed: int = 0) -> dict[str, Any]:
     """
-    Time every lever against what training does today.
+    Time every lever against SB3's path.
 
     :param repeats: timings of each pair of variants
     :param n_envs: environments of a worker (acting batch)
     :param n_steps: steps of a rollout (the update's batch is ``n_steps * n_envs``)
     :param seed: seed of the network's initial weights and the observations
-    :return: for each lever and part, the median ratio (today's time / the lever's) and the times of each repeat;
-        and the largest difference between today's features and the levers'
+    :return: for each lever and part, the median ratio (SB3's path's time / the lever's) and the times of each repeat;
+        and the largest difference between SB3's features and the levers'
     """
     th.set_num_threads(1)
     th.manual_seed(seed)
     policy = entry_policy()
+    # SB3's rollout buffers store observations in the space's dtype: uint8 images.
     batch = th.randint(0, 256, (n_steps * n_envs, *OBSERVATION_SPACE.shape), dtype=th.uint8)
-    buffer_floats = batch.float()  # SB3's RolloutBuffer stores observations as float32
     acting = batch[:n_envs].clone()
 
     def update(features: Callable[[], th.Tensor]) -> Callable[[], None]:
@@ -103,25 +103,25 @@ def measure(repeats: int, n_envs: int = 8, n_steps: int = 5, seed: int = 0) -> d
 
         return step
 
-    update_today = update(lambda: _features_today(policy, buffer_floats))
-    acting_today = act(lambda: _features_today(policy, acting))
+    update_sb3 = update(lambda: _features_sb3(policy, batch))
+    acting_sb3 = act(lambda: _features_sb3(policy, acting))
     update_calls, acting_calls = 20, 150
     variants = {
         "image-input-folded": [
-            ("update", update_today, update(lambda: _features_uint8(policy, batch, True)), update_calls),
-            ("acting", acting_today, act(lambda: _features_uint8(policy, acting, True)), acting_calls),
+            ("update", update_sb3, update(lambda: _features_folded(policy, batch)), update_calls),
+            ("acting", acting_sb3, act(lambda: _features_folded(policy, acting)), acting_calls),
         ],
         "image-input": [
-            ("update", update_today, update(lambda: _features_uint8(policy, batch, False)), update_calls),
-            ("acting", acting_today, act(lambda: _features_uint8(policy, acting, False)), acting_calls),
+            ("update", update_sb3, update(lambda: _features_unfolded(policy, batch)), update_calls),
+            ("acting", acting_sb3, act(lambda: _features_unfolded(policy, acting)), acting_calls),
         ],
         "inference-mode": [
-            ("acting", acting_today, act(lambda: _features_today(policy, acting), th.inference_mode), acting_calls),
+            ("acting", acting_sb3, act(lambda: _features_sb3(policy, acting), th.inference_mode), acting_calls),
         ],
     }
     with th.no_grad():
-        today = _features_today(policy, batch)
-        difference = max(float((today - _features_uint8(policy, batch, fold)).abs().max()) for fold in (False, True))
+        sb3 = _features_sb3(policy, batch)
+        difference = max(float((sb3 - lever(policy, batch)).abs().max()) for lever in (_features_folded, _features_unfolded))
     results: dict[str, Any] = {"max_abs_feature_difference": difference}
     for lever, parts in variants.items():
         for part, baseline, candidate, calls in parts:
@@ -146,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     results = measure(args.repeats)
-    print(f"features: today's and the uint8 paths differ by at most {results['max_abs_feature_difference']:.1e}")
+    print(f"features: SB3's and the uint8 paths differ by at most {results['max_abs_feature_difference']:.1e}")
     for name, result in results.items():
         if isinstance(result, dict):
             before, after = (statistics.median(times) for times in zip(*result["ms"], strict=True))
-            print(f"{name:<28} {result['ratio']:.3f}x  (median {before:.2f} ms today, {after:.2f} ms with the lever)")
+            print(f"{name:<28} {result['ratio']:.3f}x  (median {before:.2f} ms SB3's path, {after:.2f} ms with the lever)")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f)

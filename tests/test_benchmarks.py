@@ -157,16 +157,18 @@ def test_worker_profile_gives_each_sample_to_the_first_phase_on_its_stack():
     }
 
 
-def test_the_uint8_image_levers_compute_the_features_training_computes():
+def test_the_uint8_image_levers_compute_the_features_sb3_computes():
     import torch as th
 
-    from benchmarks.levers import OBSERVATION_SPACE, _features_today, _features_uint8, entry_policy
+    from benchmarks.levers import OBSERVATION_SPACE, _features_folded, _features_sb3, _features_unfolded, entry_policy
 
     policy = entry_policy()
     assert [len(layers) for layers in (policy.mlp_extractor.policy_net, policy.mlp_extractor.value_net)] == [4, 4]
     images = th.randint(0, 256, (8, *OBSERVATION_SPACE.shape), dtype=th.uint8)
     with th.no_grad():
-        trained_on = policy.extract_features(images.float(), policy.features_extractor)  # as from SB3's buffer
-        assert th.equal(_features_today(policy, images.float()), trained_on)
-        for fold in (False, True):
-            assert th.allclose(_features_uint8(policy, images, fold), trained_on, atol=1e-5)
+        sb3 = policy.features_extractor(images.float() / 255.0)  # what SB3's preprocess_obs gives PaperCNN
+        assert th.equal(_features_sb3(policy, images), sb3)
+        # What training computes now, and the unfolded variant.
+        assert th.equal(_features_folded(policy, images), policy.extract_features(images))
+        for lever in (_features_folded, _features_unfolded):
+            assert th.allclose(lever(policy, images), sb3, atol=1e-5)
