@@ -9,12 +9,14 @@ from sb3_contrib.common.recurrent.policies import RecurrentActorCriticCnnPolicy 
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.policies import ActorCriticCnnPolicy
+from stable_baselines3.dqn.policies import CnnPolicy as DQNCnnPolicy
 from torch import nn
 
 from sb3_async import A3C, AsyncNStepQ, AsyncOneStepQ
 from sb3_async.a3c.policies import PaperCnnLstmPolicy, PaperCnnPolicy
 from sb3_async.common.saving import POLICY_FORMAT
 from sb3_async.common.torch_layers import PaperCNN
+from sb3_async.q_learning.policies import PaperCnnPolicy as QPaperCnnPolicy
 
 
 def _image_env():
@@ -121,6 +123,24 @@ def test_paper_cnn_scales_uint8_images_itself_as_sb3_would(paper_policy, sb3_pol
         model.zero_grad()
         (result[0].sum() + result[1].sum() + result[2].sum()).backward()
     for (name, mine), theirs in zip(ours.named_parameters(), sb3.parameters(), strict=True):
+        th.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_paper_q_network_scales_uint8_images_itself_as_sb3_would(monkeypatch):
+    space = spaces.Box(0, 255, (4, 40, 40), np.uint8)
+    th.manual_seed(0)
+    ours = QPaperCnnPolicy(space, spaces.Discrete(4), lambda _: 1e-4)
+    sb3 = DQNCnnPolicy(space, spaces.Discrete(4), lambda _: 1e-4, features_extractor_class=PaperCNN, net_arch=[])
+    sb3.load_state_dict(ours.state_dict())
+    observations = th.as_tensor(np.stack([space.sample() for _ in range(6)]))
+    expected = [sb3.q_net(observations), sb3.q_net_target(observations)]
+    monkeypatch.setattr(policies_module, "preprocess_obs", _refuse_preprocessing)
+    got = [ours.q_net(observations), ours.q_net_target(observations)]
+    th.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for model, result in ((ours, got), (sb3, expected)):
+        model.zero_grad()
+        result[0].sum().backward()
+    for (name, mine), theirs in zip(ours.q_net.named_parameters(), sb3.q_net.parameters(), strict=True):
         th.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 

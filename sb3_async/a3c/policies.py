@@ -23,7 +23,7 @@ from stable_baselines3.common.policies import ActorCriticCnnPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
-from sb3_async.common.torch_layers import PaperCNN, PaperNetworkDefaults
+from sb3_async.common.torch_layers import PaperNetworkDefaults, takes_raw_images
 
 __all__ = ["CnnLstmPolicy", "MlpLstmPolicy", "MultiInputLstmPolicy", "PaperCnnLstmPolicy", "PaperCnnPolicy"]
 
@@ -99,8 +99,7 @@ class _RawImages:
     def extract_features(  # type: ignore[override]
         self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor | None = None
     ) -> th.Tensor | tuple[th.Tensor, th.Tensor]:
-        raw = self.normalize_images and isinstance(obs, th.Tensor) and obs.dtype == th.uint8
-        if not (raw and isinstance(self.features_extractor, PaperCNN)):
+        if not takes_raw_images(self.normalize_images, obs, self.features_extractor):
             return super().extract_features(obs, features_extractor)  # type: ignore[misc]
         if features_extractor is not None:
             return features_extractor(obs)

@@ -10,7 +10,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["PaperCNN", "PaperNetworkDefaults"]
+__all__ = ["PaperCNN", "PaperNetworkDefaults", "takes_raw_images"]
 
 
 class PaperCNN(BaseFeaturesExtractor):
@@ -57,6 +57,16 @@ class PaperCNN(BaseFeaturesExtractor):
         first = self.cnn[0]
         scaled = F.conv2d(images.float(), first.weight / 255.0, first.bias, first.stride, first.padding, first.dilation)
         return self.linear(self.cnn[1:](scaled))
+
+
+def takes_raw_images(normalize_images: bool, observations: Any, features_extractor: nn.Module) -> bool:
+    """
+    Whether a policy may hand ``observations`` to ``features_extractor`` as they are: ``uint8``
+    images for a :class:`PaperCNN`, which scales them itself, where SB3's ``preprocess_obs`` would
+    only make them float and divide by 255.
+    """
+    raw_images = isinstance(observations, th.Tensor) and observations.dtype == th.uint8
+    return normalize_images and raw_images and isinstance(features_extractor, PaperCNN)
 
 
 class PaperNetworkDefaults:
