@@ -124,6 +124,11 @@ def _end(training: subprocess.Popen) -> None:
     training.wait()
 
 
+def py_spy() -> str | None:
+    """py-spy's executable: on the PATH, or beside this Python (a virtual environment not activated)."""
+    return shutil.which("py-spy", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+
+
 def profile(
     key: str, env_id: str, n_workers: int | None, warmup: float, seconds: int, rate: int, raw: Path | None = None
 ) -> dict[str, Any]:
@@ -157,7 +162,7 @@ def profile(
                 if not sampled:
                     raise RuntimeError(f"{key} started no worker process within {warmup} s")
                 out = Path(folder) / "samples.txt"
-                record = ["py-spy", "record", "--pid", str(sampled[0]), "--duration", str(seconds)]
+                record = [py_spy() or "py-spy", "record", "--pid", str(sampled[0]), "--duration", str(seconds)]
                 record += ["--rate", str(rate), "--format", "raw", "--output", str(out), "--nonblocking", "--idle"]
                 done = subprocess.run(record, capture_output=True, text=True)
                 if done.returncode != 0 or not out.exists():
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers is not None and not _has_workers(args.config):
         parser.error(f"--workers: {args.config} is SB3's own algorithm, which has no workers")
-    if shutil.which("py-spy") is None:
+    if py_spy() is None:
         parser.error("py-spy is not installed: pip install py-spy")
     result = profile(args.config, args.env, args.workers, args.warmup, args.seconds, args.rate, args.raw)
     if args.out:
