@@ -13,7 +13,8 @@ turn, ``--repeats`` times, the order swapped every other time, and the median ra
   with the 1/255 folded into the first convolution's weights; for the update (forward and
   backward on ``n_steps x n_envs`` samples) and for acting (forward on ``n_envs``)
 - ``image-input``: the same without folding (``float() / 255`` after the ``uint8`` copy)
-- ``inference-mode``: acting under ``torch.inference_mode()`` against SB3's ``torch.no_grad()``
+- ``inference-mode``: acting (on the built ``uint8`` path) under ``torch.inference_mode()``
+  against SB3's ``torch.no_grad()``
 
     python -m benchmarks.levers --repeats 7
 """
@@ -116,7 +117,13 @@ def measure(repeats: int, n_envs: int = 8, n_steps: int = 5, seed: int = 0) -> d
             ("acting", acting_sb3, act(lambda: _features_unfolded(policy, acting)), acting_calls),
         ],
         "inference-mode": [
-            ("acting", acting_sb3, act(lambda: _features_sb3(policy, acting), th.inference_mode), acting_calls),
+            # Against the acting training does now (the folded path), under no_grad.
+            (
+                "acting",
+                act(lambda: _features_folded(policy, acting)),
+                act(lambda: _features_folded(policy, acting), th.inference_mode),
+                acting_calls,
+            ),
         ],
     }
     with th.no_grad():

@@ -9,6 +9,8 @@ from sb3_contrib.common.recurrent.policies import RecurrentActorCriticCnnPolicy 
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.policies import ActorCriticCnnPolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.dqn.policies import CnnPolicy as DQNCnnPolicy
 from torch import nn
 
@@ -146,3 +148,64 @@ def test_paper_q_network_scales_uint8_images_itself_as_sb3_would(monkeypatch):
 
 def _refuse_preprocessing(*args, **kwargs):
     raise AssertionError("SB3's preprocess_obs ran on images PaperCNN could take raw")
+
+
+def _outputs(policy, observations):
+    """What a policy's training computes from ``observations``: A3C's evaluation of actions, or Q-values."""
+    if hasattr(policy, "q_net"):
+        return (policy.q_net(observations),)
+    return _evaluate(policy, observations, th.arange(len(observations)) % 4)
+
+
+@pytest.mark.parametrize("policy_class", [PaperCnnPolicy, PaperCnnLstmPolicy, QPaperCnnPolicy], ids=["a3c", "a3c_lstm", "q"])
+def test_the_default_policies_give_the_same_from_raw_images_and_from_their_float_values(policy_class, monkeypatch):
+    """Also the paper's shared LSTM torso: float images of the same values take SB3's path (float() / 255)."""
+    space = spaces.Box(0, 255, (4, 40, 40), np.uint8)
+    th.manual_seed(0)
+    policy = policy_class(space, spaces.Discrete(4), lambda _: 7e-4)
+    observations = th.as_tensor(np.stack([space.sample() for _ in range(6)]))
+    expected = _outputs(policy, observations.float())
+    policy.zero_grad()
+    sum(output.sum() for output in expected).backward()
+    expected_grads = _grads(policy)
+    monkeypatch.setattr(policies_module, "preprocess_obs", _refuse_preprocessing)
+    got = _outputs(policy, observations)
+    th.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    policy.zero_grad()
+    sum(output.sum() for output in got).backward()
+    th.testing.assert_close(_grads(policy), expected_grads, rtol=1e-4, atol=1e-5)
+
+
+def _grads(policy):
+    # The Q policy's target network gets none.
+    return [parameter.grad.clone() for parameter in policy.parameters() if parameter.grad is not None]
+
+
+@pytest.mark.parametrize(
+    "space, kwargs",
+    [
+        (spaces.Box(0, 255, (4, 40, 40), np.uint8), dict(normalize_images=False)),
+        (spaces.Box(0, 255, (4, 40, 40), np.uint8), dict(features_extractor_class=NatureCNN)),
+        # uint8 but not 0-255: not an image to SB3, which only makes it float.
+        (spaces.Box(0, 1, (4, 40, 40), np.uint8), dict(features_extractor_kwargs=dict(normalized_image=True))),
+    ],
+    ids=["normalize_images_false", "other_extractor", "binary_frames"],
+)
+@pytest.mark.parametrize(
+    "paper_policy, sb3_policy", [(PaperCnnPolicy, ActorCriticCnnPolicy), (QPaperCnnPolicy, DQNCnnPolicy)], ids=["a3c", "q"]
+)
+def test_uint8_observations_sb3_would_not_divide_by_255_take_sb3s_path(paper_policy, sb3_policy, space, kwargs, monkeypatch):
+    th.manual_seed(0)
+    ours = paper_policy(space, spaces.Discrete(4), lambda _: 7e-4, **kwargs)
+    sb3_kwargs = {"features_extractor_class": PaperCNN, "net_arch": [], **kwargs}
+    sb3 = sb3_policy(space, spaces.Discrete(4), lambda _: 7e-4, **sb3_kwargs)
+    sb3.load_state_dict(ours.state_dict())
+    observations = th.as_tensor(np.stack([space.sample() for _ in range(6)]))
+    preprocessed = []
+    monkeypatch.setattr(
+        policies_module,
+        "preprocess_obs",
+        lambda *args, **kw: preprocessed.append(1) or preprocess_obs(*args, **kw),
+    )
+    th.testing.assert_close(_outputs(ours, observations), _outputs(sb3, observations), rtol=1e-5, atol=1e-5)
+    assert len(preprocessed) == 2, "ours and SB3's policy should both have preprocessed the observations"

@@ -99,13 +99,16 @@ class _RawImages:
     def extract_features(  # type: ignore[override]
         self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor | None = None
     ) -> th.Tensor | tuple[th.Tensor, th.Tensor]:
-        if not takes_raw_images(self.normalize_images, obs, self.features_extractor):
-            return super().extract_features(obs, features_extractor)  # type: ignore[misc]
-        if features_extractor is not None:
-            return features_extractor(obs)
         if self.share_features_extractor:
-            return self.features_extractor(obs)
-        return self.pi_features_extractor(obs), self.vf_features_extractor(obs)
+            extractors = [self.features_extractor if features_extractor is None else features_extractor]
+        elif features_extractor is None:
+            extractors = [self.pi_features_extractor, self.vf_features_extractor]
+        else:
+            extractors = []  # SB3 warns that the argument is ignored: its path does that
+        if extractors and all(takes_raw_images(self.normalize_images, obs, e) for e in extractors):
+            features = tuple(extractor(obs) for extractor in extractors)
+            return features[0] if len(features) == 1 else features  # type: ignore[return-value]
+        return super().extract_features(obs, features_extractor)  # type: ignore[misc]
 
 
 class MlpLstmPolicy(_SharedTorso, RecurrentActorCriticPolicy):

@@ -13,7 +13,10 @@ __all__ = ["PaperCnnPolicy", "PaperQNetwork"]
 
 
 class PaperQNetwork(QNetwork):
-    """SB3's ``QNetwork`` that hands a ``PaperCNN`` the ``uint8`` images as they are (it scales them more cheaply)."""
+    """
+    SB3's ``QNetwork`` that hands a ``PaperCNN`` the ``uint8`` images as they are: it scales them
+    more cheaply than SB3's preprocessing (see :func:`~sb3_async.common.torch_layers.takes_raw_images`).
+    """
 
     def extract_features(self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor) -> th.Tensor:
         if takes_raw_images(self.normalize_images, obs, features_extractor):
@@ -32,7 +35,7 @@ class PaperCnnPolicy(PaperNetworkDefaults, CnnPolicy):
     #: The heads SB3 built after PaperCNN before this policy defaulted to the paper's (older saved models).
     sb3_default_heads: ClassVar[list[int]] = [64, 64]
 
-    def make_q_net(self) -> QNetwork:
+    def make_q_net(self) -> PaperQNetwork:
         # As DQNPolicy.make_q_net: each network gets its own features extractor.
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
         return PaperQNetwork(**net_args).to(self.device)
