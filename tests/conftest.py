@@ -42,3 +42,19 @@ def no_process_left_behind():
     yield
     left = set(live_children()) - before
     assert not left, f"processes left behind: {sorted(left)}"
+
+
+@pytest.fixture
+def preprocess_obs_calls(monkeypatch) -> list[int]:
+    """Counts the calls of SB3's ``preprocess_obs`` from its policies (one entry per call), which still run it."""
+    import stable_baselines3.common.policies as policies_module
+
+    calls: list[int] = []
+    preprocess_obs = policies_module.preprocess_obs
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return preprocess_obs(*args, **kwargs)
+
+    monkeypatch.setattr(policies_module, "preprocess_obs", counted)
+    return calls

@@ -157,8 +157,7 @@ def test_worker_profile_gives_each_sample_to_the_first_phase_on_its_stack():
     }
 
 
-def test_the_uint8_image_levers_compute_the_features_sb3_computes(monkeypatch):
-    import stable_baselines3.common.policies as policies_module
+def test_the_uint8_image_levers_compute_the_features_sb3_computes(preprocess_obs_calls):
     import torch as th
 
     from benchmarks.levers import OBSERVATION_SPACE, _features_folded, _features_sb3, _features_unfolded, entry_policy
@@ -166,13 +165,10 @@ def test_the_uint8_image_levers_compute_the_features_sb3_computes(monkeypatch):
     policy = entry_policy()
     assert [len(layers) for layers in (policy.mlp_extractor.policy_net, policy.mlp_extractor.value_net)] == [4, 4]
     images = th.randint(0, 256, (8, *OBSERVATION_SPACE.shape), dtype=th.uint8)
-    preprocessed = []
-    preprocess_obs = policies_module.preprocess_obs
-    monkeypatch.setattr(policies_module, "preprocess_obs", lambda *a, **kw: preprocessed.append(1) or preprocess_obs(*a, **kw))
     with th.no_grad():
         sb3 = policy.features_extractor(images.float() / 255.0)  # what SB3's preprocess_obs gives PaperCNN
         assert th.equal(_features_sb3(policy, images), sb3)
-        assert len(preprocessed) == 1, "the baseline is SB3's path"
+        assert len(preprocess_obs_calls) == 1, "the baseline is SB3's path"
         for lever in (_features_folded, _features_unfolded):
             assert th.allclose(lever(policy, images), sb3, atol=1e-5)
-        assert len(preprocessed) == 1, "the levers skip SB3's preprocessing"
+        assert len(preprocess_obs_calls) == 1, "the levers skip SB3's preprocessing"

@@ -9,7 +9,6 @@ from sb3_contrib.common.recurrent.policies import RecurrentActorCriticCnnPolicy 
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.policies import ActorCriticCnnPolicy
-from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.dqn.policies import CnnPolicy as DQNCnnPolicy
 from torch import nn
@@ -194,18 +193,14 @@ def _grads(policy):
 @pytest.mark.parametrize(
     "paper_policy, sb3_policy", [(PaperCnnPolicy, ActorCriticCnnPolicy), (QPaperCnnPolicy, DQNCnnPolicy)], ids=["a3c", "q"]
 )
-def test_uint8_observations_sb3_would_not_divide_by_255_take_sb3s_path(paper_policy, sb3_policy, space, kwargs, monkeypatch):
+def test_uint8_observations_sb3_would_not_divide_by_255_take_sb3s_path(
+    paper_policy, sb3_policy, space, kwargs, preprocess_obs_calls
+):
     th.manual_seed(0)
     ours = paper_policy(space, spaces.Discrete(4), lambda _: 7e-4, **kwargs)
     sb3_kwargs = {"features_extractor_class": PaperCNN, "net_arch": [], **kwargs}
     sb3 = sb3_policy(space, spaces.Discrete(4), lambda _: 7e-4, **sb3_kwargs)
     sb3.load_state_dict(ours.state_dict())
     observations = th.as_tensor(np.stack([space.sample() for _ in range(6)]))
-    preprocessed = []
-    monkeypatch.setattr(
-        policies_module,
-        "preprocess_obs",
-        lambda *args, **kw: preprocessed.append(1) or preprocess_obs(*args, **kw),
-    )
     th.testing.assert_close(_outputs(ours, observations), _outputs(sb3, observations), rtol=1e-5, atol=1e-5)
-    assert len(preprocessed) == 2, "ours and SB3's policy should both have preprocessed the observations"
+    assert len(preprocess_obs_calls) == 2, "ours and SB3's policy should both have preprocessed the observations"
