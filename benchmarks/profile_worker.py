@@ -145,6 +145,9 @@ def profile(
     :param raw: where to keep py-spy's samples (stacks with counts, for a flame graph)
     :return: the configuration and the share of the sampled process's main thread in each phase
     """
+    executable = py_spy()
+    if executable is None:
+        raise RuntimeError("py-spy is not installed: pip install py-spy")
     # Steps enough never to end on its own: the run is ended once sampled.
     command = fresh_command(key, env_id, 10**9, 0, n_workers)
     with tempfile.TemporaryDirectory() as folder:
@@ -162,7 +165,7 @@ def profile(
                 if not sampled:
                     raise RuntimeError(f"{key} started no worker process within {warmup} s")
                 out = Path(folder) / "samples.txt"
-                record = [py_spy() or "py-spy", "record", "--pid", str(sampled[0]), "--duration", str(seconds)]
+                record = [executable, "record", "--pid", str(sampled[0]), "--duration", str(seconds)]
                 record += ["--rate", str(rate), "--format", "raw", "--output", str(out), "--nonblocking", "--idle"]
                 done = subprocess.run(record, capture_output=True, text=True)
                 if done.returncode != 0 or not out.exists():
