@@ -157,6 +157,15 @@ def test_worker_profile_gives_each_sample_to_the_first_phase_on_its_stack():
     }
 
 
+def test_worker_profile_fails_before_training_without_py_spy(monkeypatch):
+    from benchmarks import profile_worker
+
+    monkeypatch.setattr(profile_worker, "py_spy", lambda: None)
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **kw: pytest.fail("training started without py-spy"))
+    with pytest.raises(RuntimeError, match="py-spy is not installed"):
+        profile_worker.profile("a3c", "CartPole-v1", 1, warmup=0.0, seconds=1, rate=10)
+
+
 def test_the_uint8_image_levers_compute_the_features_sb3_computes(preprocess_obs_calls):
     import torch as th
 
