@@ -46,7 +46,7 @@ def no_process_left_behind():
 
 @pytest.fixture
 def preprocess_obs_calls(monkeypatch) -> list[int]:
-    """Counts the calls of SB3's ``preprocess_obs`` from its policies (one entry per call), which still run it."""
+    """Counts the calls SB3's policies make to ``preprocess_obs`` (one list entry per call); the real function still runs."""
     import stable_baselines3.common.policies as policies_module
 
     calls: list[int] = []
