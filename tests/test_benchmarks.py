@@ -181,3 +181,19 @@ def test_the_uint8_image_levers_compute_the_features_sb3_computes(preprocess_obs
         for lever in (_features_folded, _features_unfolded):
             assert th.allclose(lever(policy, images), sb3, atol=1e-5)
         assert len(preprocess_obs_calls) == 1, "the levers skip SB3's preprocessing"
+
+
+@pytest.mark.parametrize("algo", ["a3c", "a3c_lstm"])
+def test_gradient_scale_measures_every_parameter_before_and_after_clipping(algo):
+    from benchmarks.gradient_scale import measure, pong_batch
+
+    images = pong_batch(n_steps=2, n_envs=2, warmup=5)
+    assert images.shape == (4, 4, 84, 84) and images.dtype.name == "uint8"
+    stats, total_norm, eps = measure(algo, images, n_envs=2, seed=0)
+    assert eps == 1e-5  # the entries' RMSprop epsilon
+    names = {key.split(" ")[0] for key in stats}
+    assert any(name.startswith("lstm_actor.") for name in names) == (algo == "a3c_lstm")
+    shrink = min(1.0, 0.5 / total_norm)  # the entries' max_grad_norm
+    for name in names:
+        assert stats[f"{name} rms clipped"] == pytest.approx(shrink * stats[f"{name} rms before"], rel=1e-4)
+        assert 0.0 <= stats[f"{name} share below eps"] <= 1.0
