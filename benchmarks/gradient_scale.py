@@ -2,57 +2,100 @@
 
 A freshly built policy of each entry (its ``atari`` settings, as the zoo passes them) takes one
 update's batch: ``n_steps x n_envs`` Pong frames from random play (``AleVecEnv``, the games of
-``--ale-vec-env``), the A2C loss A3C minimises, with random advantages and returns (seeded; the
-loss's scale, not its direction, is what is measured). Printed per parameter: the root mean
-square of its gradient before and after clipping the whole gradient to ``max_grad_norm``, and
-the share of its entries whose clipped squared gradient is below the optimizer's epsilon. Where
-that share is high, RMSprop with epsilon inside the root (``RMSpropTFLike``) steps by
-``lr * g / sqrt(eps)``: plain SGD, whose step shrinks with the gradient, instead of a step near
-``lr``. Means over ``--seeds`` networks.
+``--ale-vec-env``) and the A2C loss A3C minimises. The advantages and returns are *assumed*,
+drawn from a unit normal (seeded): their scale sets the gradient's total norm, and so how hard
+``max_grad_norm`` clips each entry; the comparison holds for that scale only. Printed per
+parameter: the root mean square of its gradient before and after clipping the whole gradient to
+``max_grad_norm``, and, for each ``--eps``, the share of its entries whose clipped squared
+gradient is below it. Where that share is high, RMSprop with epsilon inside the root
+(``RMSpropTFLike``, the entries' optimizer) steps by about ``lr * g / sqrt(eps)``: plain SGD,
+whose step shrinks with the gradient, instead of a step near ``lr``. (RMSprop compares its
+running mean of squared gradients with epsilon; one batch's squares stand in for it here.)
+Means over ``--seeds`` networks.
 
-    python -m benchmarks.gradient_scale --algos a3c a3c_lstm --seeds 5
+    python -m benchmarks.gradient_scale --algos a3c a3c_lstm --seeds 5 --eps 1e-5 1e-7
 """
 
 import argparse
 import json
-from typing import Any
+import pydoc
+from dataclasses import dataclass
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
-from benchmarks.cli import at_least
+from benchmarks.cli import at_least, positive
 from benchmarks.minatar import atari_entry
 
 
-def pong_batch(n_steps: int, n_envs: int, warmup: int = 300, seed: int = 0) -> np.ndarray:
-    """``n_steps x n_envs`` stacked Pong frames after ``warmup`` random steps, environment by environment."""
+@dataclass
+class ParameterGradient:
+    """One parameter's gradient: its RMS before and after clipping, and the share below each epsilon."""
+
+    rms_before: float
+    rms_clipped: float
+    share_below: dict[float, float]
+
+
+def pong_batch(n_steps: int, n_envs: int, warmup: int = 300, seed: int = 0) -> tuple[np.ndarray, int]:
+    """
+    One update's images: Pong after ``warmup`` random steps, then ``n_steps`` more.
+
+    :param n_steps: steps of the rollout
+    :param n_envs: games stepped together
+    :param warmup: random steps before the rollout
+    :param seed: seed of the games and of the random actions
+    :return: the stacked frames, environment by environment (all of the first game's steps, then
+        the second's...), as a recurrent policy reads its sequences; and the number of actions
+    """
     from sb3_async.common.ale_vec_env import AleVecEnv
 
     env = AleVecEnv("PongNoFrameskip-v4", n_envs, seed=seed)
     env.reset()
-    actions = np.random.default_rng(seed).integers(0, env.action_space.n, size=(warmup + n_steps, n_envs))
+    n_actions = int(env.action_space.n)
+    actions = np.random.default_rng(seed).integers(0, n_actions, size=(warmup + n_steps, n_envs))
     frames = []
     for t, action in enumerate(actions):
         observation = env.step(action)[0]
         if t >= warmup:
             frames.append(observation)
     env.close()
-    # Environment-major, as a recurrent policy reads its sequences.
-    return np.stack(frames, axis=1).reshape(n_steps * n_envs, *frames[0].shape[1:])
+    return np.stack(frames, axis=1).reshape(n_steps * n_envs, *frames[0].shape[1:]), n_actions
 
 
-def measure(algo: str, images: np.ndarray, n_envs: int, seed: int) -> tuple[dict[str, float], float, float]:
-    """Per-parameter gradient statistics of ``algo``'s fresh ``atari`` policy, and the total norm before clipping."""
+def measure(
+    algo: str, images: np.ndarray, n_actions: int, n_envs: int, seed: int, eps_values: list[float]
+) -> tuple[dict[str, ParameterGradient], float]:
+    """
+    The gradient of ``algo``'s ``atari`` policy, freshly built, on one batch.
+
+    :param algo: ``a3c`` or ``a3c_lstm``
+    :param images: the batch, environment by environment (:func:`pong_batch`)
+    :param n_actions: actions of the game
+    :param n_envs: games in the batch (the recurrent policy's sequences)
+    :param seed: seed of the network and of the assumed actions, advantages and returns
+    :param eps_values: epsilons to compare the clipped squared gradients with
+    :return: per parameter name its :class:`ParameterGradient`; the total norm before clipping
+    """
     entry = atari_entry(algo)
-    policy_class = _locate(entry["policy"])
-    kwargs = entry.get("policy_kwargs", {})
-    eps = kwargs.get("optimizer_kwargs", {}).get("eps", 1e-5)
+    policy_class = pydoc.locate(entry["policy"])
+    if not isinstance(policy_class, type):
+        raise ValueError(f"the atari entry of {algo!r}: policy {entry['policy']!r} is not an importable class")
     th.manual_seed(seed)
-    policy = policy_class(spaces.Box(0, 255, images.shape[1:], np.uint8), spaces.Discrete(6), lambda _: 7e-4, **kwargs)
+    policy = policy_class(
+        spaces.Box(0, 255, images.shape[1:], np.uint8),
+        spaces.Discrete(n_actions),
+        lambda _: 7e-4,
+        **entry.get("policy_kwargs", {}),
+    )
+    if not isinstance(policy.optimizer, RMSpropTFLike):
+        optimizer = type(policy.optimizer).__name__
+        raise ValueError(f"the atari entry of {algo!r}: expected RMSpropTFLike (epsilon inside the root), got {optimizer}")
     generator = th.Generator().manual_seed(1000 + seed)
     batch = len(images)
-    actions = th.randint(0, 6, (batch,), generator=generator)
+    actions = th.randint(0, n_actions, (batch,), generator=generator)
     advantages, returns = th.randn(batch, generator=generator), th.randn(batch, generator=generator)
     observations = th.as_tensor(images)
     if hasattr(policy, "lstm_actor"):
@@ -63,6 +106,7 @@ def measure(algo: str, images: np.ndarray, n_envs: int, seed: int) -> tuple[dict
         values, log_prob, entropy = policy.evaluate_actions(observations, actions, states, th.zeros(batch))
     else:
         values, log_prob, entropy = policy.evaluate_actions(observations, actions)
+    # A3C's loss (sb3_async/a3c/a3c.py): A2C's, as a mean over the batch.
     loss = (
         -(advantages * log_prob).mean()
         - entry.get("ent_coef", 0.0) * entropy.mean()
@@ -70,45 +114,48 @@ def measure(algo: str, images: np.ndarray, n_envs: int, seed: int) -> tuple[dict
     )
     loss.backward()
     before = {name: p.grad.pow(2).mean().sqrt().item() for name, p in policy.named_parameters() if p.grad is not None}
-    total_norm = th.nn.utils.clip_grad_norm_(policy.parameters(), entry.get("max_grad_norm", 0.5)).item()
-    stats: dict[str, float] = {}
-    for name, p in policy.named_parameters():
-        if p.grad is None:
-            continue
-        stats[f"{name} rms before"] = before[name]
-        stats[f"{name} rms clipped"] = p.grad.pow(2).mean().sqrt().item()
-        stats[f"{name} share below eps"] = (p.grad.pow(2) < eps).float().mean().item()
-    return stats, total_norm, eps
-
-
-def _locate(policy: str) -> Any:
-    import pydoc
-
-    located = pydoc.locate(policy)
-    if located is None:
-        raise ValueError(f"policy {policy!r} of the atari entry is not an importable class")
-    return located
+    total_norm = th.nn.utils.clip_grad_norm_(policy.parameters(), entry["max_grad_norm"]).item()
+    gradients = {
+        name: ParameterGradient(
+            rms_before=before[name],
+            rms_clipped=p.grad.pow(2).mean().sqrt().item(),
+            share_below={eps: (p.grad.pow(2) < eps).float().mean().item() for eps in eps_values},
+        )
+        for name, p in policy.named_parameters()
+        if p.grad is not None
+    }
+    return gradients, total_norm
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gradient_scale", description=__doc__.splitlines()[0])
     parser.add_argument("--algos", nargs="+", choices=["a3c", "a3c_lstm"], default=["a3c", "a3c_lstm"])
     parser.add_argument("--seeds", type=at_least(1), default=5, help="networks per entry")
+    parser.add_argument("--eps", type=positive, nargs="+", default=[1e-5, 1e-7], help="epsilons to compare with")
     args = parser.parse_args(argv)
     for algo in args.algos:
         entry = atari_entry(algo)
-        n_envs, n_steps = entry.get("n_envs", 8), entry.get("n_steps", 5)
-        images = pong_batch(n_steps, n_envs)
-        runs = [measure(algo, images, n_envs, seed) for seed in range(args.seeds)]
-        stats = {key: float(np.mean([run[0][key] for run in runs])) for key in runs[0][0]}
-        print(f"\n{algo}: total gradient norm before clipping {np.mean([run[1] for run in runs]):.2f}, eps {runs[0][2]:g}")
-        print(f"  {'parameter':42s} {'rms before':>11s} {'rms clipped':>11s} {'below eps':>9s}")
-        for name in dict.fromkeys(key.rsplit(" rms", 1)[0].rsplit(" share", 1)[0] for key in stats):
-            print(
-                f"  {name:42s} {stats[f'{name} rms before']:11.2e} {stats[f'{name} rms clipped']:11.2e}"
-                f" {stats[f'{name} share below eps']:9.2f}"
+        n_envs, n_steps = entry["n_envs"], entry["n_steps"]
+        images, n_actions = pong_batch(n_steps, n_envs)
+        runs = [measure(algo, images, n_actions, n_envs, seed, args.eps) for seed in range(args.seeds)]
+        total_norm = float(np.mean([norm for _, norm in runs]))
+        rows = {
+            name: dict(
+                rms_before=float(np.mean([gradients[name].rms_before for gradients, _ in runs])),
+                rms_clipped=float(np.mean([gradients[name].rms_clipped for gradients, _ in runs])),
+                share_below={
+                    str(eps): float(np.mean([gradients[name].share_below[eps] for gradients, _ in runs])) for eps in args.eps
+                },
             )
-        print(json.dumps(dict(algo=algo, seeds=args.seeds, total_norm=np.mean([run[1] for run in runs]), **stats)))
+            for name in runs[0][0]
+        }
+        print(f"\n{algo}: total gradient norm before clipping {total_norm:.2f}, clipped to {entry['max_grad_norm']}")
+        eps_columns = "".join(f" {'<' + str(eps):>8s}" for eps in args.eps)
+        print(f"  {'parameter':42s} {'rms before':>11s} {'rms clipped':>11s}{eps_columns}")
+        for name, row in rows.items():
+            shares = "".join(f" {share:8.2f}" for share in row["share_below"].values())
+            print(f"  {name:42s} {row['rms_before']:11.2e} {row['rms_clipped']:11.2e}{shares}")
+        print(json.dumps(dict(algo=algo, seeds=args.seeds, total_norm=total_norm, parameters=rows)))
     return 0
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,17 +184,31 @@ def test_the_uint8_image_levers_compute_the_features_sb3_computes(preprocess_obs
         assert len(preprocess_obs_calls) == 1, "the levers skip SB3's preprocessing"
 
 
+def test_gradient_scale_batch_is_environment_by_environment():
+    from benchmarks.gradient_scale import pong_batch
+    from sb3_async.common.ale_vec_env import AleVecEnv
+
+    images, n_actions = pong_batch(n_steps=3, n_envs=2, warmup=4, seed=1)
+    assert images.shape == (6, 4, 84, 84) and images.dtype.name == "uint8" and n_actions == 6
+    env = AleVecEnv("PongNoFrameskip-v4", 2, seed=1)
+    env.reset()
+    actions = np.random.default_rng(1).integers(0, n_actions, size=(7, 2))
+    observed = [env.step(action)[0] for action in actions][4:]
+    env.close()
+    for game in range(2):
+        for step in range(3):
+            np.testing.assert_array_equal(images[game * 3 + step], observed[step][game])
+
+
 @pytest.mark.parametrize("algo", ["a3c", "a3c_lstm"])
 def test_gradient_scale_measures_every_parameter_before_and_after_clipping(algo):
     from benchmarks.gradient_scale import measure, pong_batch
+    from benchmarks.minatar import atari_entry
 
-    images = pong_batch(n_steps=2, n_envs=2, warmup=5)
-    assert images.shape == (4, 4, 84, 84) and images.dtype.name == "uint8"
-    stats, total_norm, eps = measure(algo, images, n_envs=2, seed=0)
-    assert eps == 1e-5  # the entries' RMSprop epsilon
-    names = {key.split(" ")[0] for key in stats}
-    assert any(name.startswith("lstm_actor.") for name in names) == (algo == "a3c_lstm")
-    shrink = min(1.0, 0.5 / total_norm)  # the entries' max_grad_norm
-    for name in names:
-        assert stats[f"{name} rms clipped"] == pytest.approx(shrink * stats[f"{name} rms before"], rel=1e-4)
-        assert 0.0 <= stats[f"{name} share below eps"] <= 1.0
+    images, n_actions = pong_batch(n_steps=2, n_envs=2, warmup=5)
+    gradients, total_norm = measure(algo, images, n_actions, n_envs=2, seed=0, eps_values=[1e-5, 1e-7])
+    assert any(name.startswith("lstm_actor.") for name in gradients) == (algo == "a3c_lstm")
+    shrink = min(1.0, atari_entry(algo)["max_grad_norm"] / total_norm)
+    for gradient in gradients.values():
+        assert gradient.rms_clipped == pytest.approx(shrink * gradient.rms_before, rel=1e-4)
+        assert 0.0 <= gradient.share_below[1e-7] <= gradient.share_below[1e-5] <= 1.0
