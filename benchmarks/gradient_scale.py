@@ -17,6 +17,7 @@ Means over ``--seeds`` networks.
 """
 
 import argparse
+import inspect
 import json
 import pydoc
 from dataclasses import dataclass
@@ -28,6 +29,13 @@ from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
 from benchmarks.cli import at_least, positive
 from benchmarks.minatar import atari_entry
+from sb3_async import A3C
+
+
+def loss_settings(entry: dict) -> dict[str, float]:
+    """The entry's ``ent_coef``, ``vf_coef`` and ``max_grad_norm``, A3C's own defaults where it sets none."""
+    defaults = inspect.signature(A3C).parameters
+    return {key: entry.get(key, defaults[key].default) for key in ("ent_coef", "vf_coef", "max_grad_norm")}
 
 
 @dataclass
@@ -106,15 +114,16 @@ def measure(
         values, log_prob, entropy = policy.evaluate_actions(observations, actions, states, th.zeros(batch))
     else:
         values, log_prob, entropy = policy.evaluate_actions(observations, actions)
+    settings = loss_settings(entry)
     # A3C's loss (sb3_async/a3c/a3c.py): A2C's, as a mean over the batch.
     loss = (
         -(advantages * log_prob).mean()
-        - entry.get("ent_coef", 0.0) * entropy.mean()
-        + entry.get("vf_coef", 0.5) * ((returns - values.flatten()) ** 2).mean()
+        - settings["ent_coef"] * entropy.mean()
+        + settings["vf_coef"] * ((returns - values.flatten()) ** 2).mean()
     )
     loss.backward()
     before = {name: p.grad.pow(2).mean().sqrt().item() for name, p in policy.named_parameters() if p.grad is not None}
-    total_norm = th.nn.utils.clip_grad_norm_(policy.parameters(), entry["max_grad_norm"]).item()
+    total_norm = th.nn.utils.clip_grad_norm_(policy.parameters(), settings["max_grad_norm"]).item()
     gradients = {
         name: ParameterGradient(
             rms_before=before[name],
@@ -149,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             for name in runs[0][0]
         }
-        print(f"\n{algo}: total gradient norm before clipping {total_norm:.2f}, clipped to {entry['max_grad_norm']}")
+        max_grad_norm = loss_settings(entry)["max_grad_norm"]
+        print(f"\n{algo}: total gradient norm before clipping {total_norm:.2f}, clipped to {max_grad_norm}")
         eps_columns = "".join(f" {'<' + str(eps):>8s}" for eps in args.eps)
         print(f"  {'parameter':42s} {'rms before':>11s} {'rms clipped':>11s}{eps_columns}")
         for name, row in rows.items():
