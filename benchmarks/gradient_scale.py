@@ -74,12 +74,13 @@ def pong_batch(n_steps: int, n_envs: int, warmup: int = 300, seed: int = 0) -> t
 
 
 def measure(
-    algo: str, images: np.ndarray, n_actions: int, n_envs: int, seed: int, eps_values: list[float]
+    algo: str, entry: dict, images: np.ndarray, n_actions: int, n_envs: int, seed: int, eps_values: list[float]
 ) -> tuple[dict[str, ParameterGradient], float]:
     """
     The gradient of ``algo``'s ``atari`` policy, freshly built, on one batch.
 
-    :param algo: ``a3c`` or ``a3c_lstm``
+    :param algo: ``a3c`` or ``a3c_lstm``, named in errors
+    :param entry: its ``atari`` entry, as :func:`benchmarks.minatar.atari_entry` reads it
     :param images: the batch, environment by environment (:func:`pong_batch`)
     :param n_actions: actions of the game
     :param n_envs: games in the batch (the recurrent policy's sequences)
@@ -87,7 +88,6 @@ def measure(
     :param eps_values: epsilons to compare the clipped squared gradients with
     :return: per parameter name its :class:`ParameterGradient`; the total norm before clipping
     """
-    entry = atari_entry(algo)
     policy_class = pydoc.locate(entry["policy"])
     if not isinstance(policy_class, type):
         raise ValueError(f"the atari entry of {algo!r}: policy {entry['policy']!r} is not an importable class")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = atari_entry(algo)
         n_envs, n_steps = entry["n_envs"], entry["n_steps"]
         images, n_actions = pong_batch(n_steps, n_envs)
-        runs = [measure(algo, images, n_actions, n_envs, seed, args.eps) for seed in range(args.seeds)]
+        runs = [measure(algo, entry, images, n_actions, n_envs, seed, args.eps) for seed in range(args.seeds)]
         total_norm = float(np.mean([norm for _, norm in runs]))
         rows = {
             name: dict(

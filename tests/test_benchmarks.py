@@ -206,9 +206,10 @@ def test_gradient_scale_measures_every_parameter_before_and_after_clipping(algo)
     from benchmarks.minatar import atari_entry
 
     images, n_actions = pong_batch(n_steps=2, n_envs=2, warmup=5)
-    gradients, total_norm = measure(algo, images, n_actions, n_envs=2, seed=0, eps_values=[1e-5, 1e-7])
+    entry = atari_entry(algo)
+    gradients, total_norm = measure(algo, entry, images, n_actions, n_envs=2, seed=0, eps_values=[1e-5, 1e-7])
     assert any(name.startswith("lstm_actor.") for name in gradients) == (algo == "a3c_lstm")
-    shrink = min(1.0, loss_settings(atari_entry(algo))["max_grad_norm"] / total_norm)
+    shrink = min(1.0, loss_settings(entry)["max_grad_norm"] / total_norm)
     for gradient in gradients.values():
         assert gradient.rms_clipped == pytest.approx(shrink * gradient.rms_before, rel=1e-4)
         assert 0.0 <= gradient.share_below[1e-7] <= gradient.share_below[1e-5] <= 1.0
