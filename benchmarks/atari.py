@@ -27,6 +27,7 @@ import csv
 import json
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,20 @@ def _manager(state: dict[str, Any], run_dir: Path) -> Any:
     )
 
 
+class EntryChangedError(ValueError):
+    """The entry a run folder was started with is not the one the zoo reads now."""
+
+
+def _entry_read(manager: Any) -> dict[str, str]:
+    """The entry as the zoo read it (with ``-params`` applied, before any processing), values as text."""
+    import yaml
+
+    with open(Path(manager.params_path) / "config.yml") as f:
+        # Our own file, written by the zoo a moment ago (an OrderedDict, which safe_load refuses).
+        saved = yaml.unsafe_load(f)
+    return {key: repr(value) for key, value in saved.items()}
+
+
 def train(
     run_dir: Path, state: dict[str, Any], minutes: float | None, checkpoint_minutes: float, until_mean: float | None = None
 ) -> None:
@@ -193,6 +208,18 @@ def train(
     manager = _manager(state, run_dir)
     # The zoo builds the model and its env exactly as `python -m sb3_async.zoo train` would.
     model, _ = manager.setup_experiment()
+    entry = _entry_read(manager)
+    # Runs started before runs recorded their entry are taken as they are.
+    recorded = state.get("entry", entry)
+    changed = sorted(key for key in set(entry) | set(recorded) if entry.get(key) != recorded.get(key))
+    if changed:
+        model.env.close()
+        raise EntryChangedError(
+            f"{run_dir} was started with other settings than its entry has now ("
+            + "; ".join(f"{key}: {recorded.get(key, '(none)')} then, {entry.get(key, '(none)')} now" for key in changed)
+            + "): resumed, it would go on with a mix of both; resume it with the code it was started with"
+        )
+    state["entry"] = entry
     checkpoint = run_dir / _CHECKPOINT
     if checkpoint.exists():
         model = ALGOS[state["algo"]].load(checkpoint, env=model.get_env(), device="cpu")
@@ -319,16 +346,28 @@ def _plot(run_dir: Path, state: dict[str, Any], episodes: np.ndarray, window: in
     plt.close(fig)
 
 
+def _labels(states: list[dict[str, Any]]) -> list[str]:
+    """
+    What sets each run apart: the entry's settings that differ between the runs, as each run read
+    them (runs record their entry since 2026-11-25; before that, their ``-params`` only).
+    """
+    entries = [state.get("entry") for state in states]
+    if any(entry is None for entry in entries):
+        return [" ".join(state["params"]) or "its entry of then (not recorded)" for state in states]
+    keys = sorted({key for entry in entries for key in entry})
+    differ = [key for key in keys if len({entry.get(key) for entry in entries}) > 1]
+    return [" ".join(f"{key}:{entry.get(key, '(none)')}" for key in differ) or "the same entry" for entry in entries]
+
+
 def compare(run_dirs: list[Path], out: Path, window: int = 100, every: int = 250_000) -> list[dict[str, Any]]:
     """
     The runs side by side at equal steps (the mean of the last ``window`` games up to every ``every``
     steps), as rows; their curves against steps and seconds in ``out`` when matplotlib is there.
     """
+    states = [json.loads((run_dir / _STATE).read_text()) for run_dir in run_dirs]
     runs = []
-    for run_dir in run_dirs:
-        state = json.loads((run_dir / _STATE).read_text())
+    for run_dir, label in zip(run_dirs, _labels(states)):
         episodes = read_episodes(run_dir)
-        label = " ".join(state["params"]) or "the entry as shipped"
         runs.append((run_dir, label, episodes, rolling_mean(episodes[:, 2], window) if len(episodes) else episodes[:, 2]))
     last = min(int(episodes[-1, 0]) if len(episodes) else 0 for _, _, episodes, _ in runs)
     rows = []
@@ -345,17 +384,19 @@ def compare(run_dirs: list[Path], out: Path, window: int = 100, every: int = 250
         import matplotlib.pyplot as plt
     except ImportError:
         return rows
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    # Below the plots, at full length: what sets the runs apart is often deep inside policy_kwargs.
+    legend = [textwrap.fill(f"{run_dir.name}: {label}", 150) for run_dir, label, _, _ in runs]
+    legend_lines = sum(text.count("\n") + 1 for text in legend)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4 + 0.15 * legend_lines), sharey=True)
     for ax, column, label in ((axes[0], 0, "environment steps (all workers), millions"), (axes[1], 1, "training hours")):
         scale = 1e6 if column == 0 else 3600.0
-        for index, (run_dir, run_label, episodes, means) in enumerate(runs):
-            short = run_label if len(run_label) <= 40 else run_label[:37] + "..."
-            ax.plot(episodes[:, column] / scale, means, color=f"C{index}", label=f"{run_dir.name} ({short})")
+        for index, (_, _, episodes, means) in enumerate(runs):
+            ax.plot(episodes[:, column] / scale, means, color=f"C{index}")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"score per game, mean of last {window}")
-    axes[0].legend(loc="upper left", fontsize=7)
-    fig.tight_layout()
+    fig.legend(axes[0].lines, legend, loc="lower left", fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, (0.15 * legend_lines + 0.2) / (4 + 0.15 * legend_lines), 1, 1))
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return rows
@@ -444,7 +485,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.evaluate:
         print(json.dumps(evaluate_checkpoint(run_dir, state)), flush=True)
     elif not args.report:
-        train(run_dir, state, args.minutes, args.checkpoint_minutes, args.until_mean)
+        try:
+            train(run_dir, state, args.minutes, args.checkpoint_minutes, args.until_mean)
+        except EntryChangedError as error:
+            parser.error(str(error))
     print(json.dumps(report(run_dir)), flush=True)
     return 0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.atari import _drop_rows_after_checkpoint, read_episodes
+from benchmarks.atari import _drop_rows_after_checkpoint, _labels, read_episodes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,6 +32,16 @@ def test_a_run_cut_short_resumes_to_its_budget_and_reports_each_exploration_rate
     paused = json.loads((run_dir / "state.json").read_text())
     assert 0 < paused["steps"] < 200_000 and "final_eval" not in paused
     assert sorted(paused["worker_final_eps"]) == [0.01, 0.5], "seed 1 draws one worker at each epsilon"
+
+    # A run whose entry has changed since it started is not resumed with a mix of both.
+    state_path = run_dir / "state.json"
+    started_with = {**paused["entry"], "learning_rate": "0.5"}
+    state_path.write_text(json.dumps({**paused, "entry": started_with}))
+    refused_entry = _atari_run(*common)
+    assert refused_entry.returncode == 2 and f"learning_rate: 0.5 then, {paused['entry']['learning_rate']} now" in (
+        refused_entry.stderr
+    )
+    state_path.write_text(json.dumps(paused))
 
     second = _atari_run(*common)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -66,3 +76,18 @@ def test_episodes_written_before_the_worker_column_are_kept_on_resume(tmp_path):
         "100,1.0,-21.0,800,-1",
         "200,2.0,-20.0,790,-1",
     ]
+
+
+def test_compared_runs_are_labelled_by_the_settings_that_differ():
+    entry = {"n_envs": "8", "policy_kwargs": "'dict(net_arch=[64])'"}
+    runs = [
+        {"params": [], "entry": entry},
+        {"params": [], "entry": {**entry, "policy_kwargs": "'dict()'"}},
+        {"params": ["n_steps:20"], "entry": {**entry, "n_steps": "20"}},
+    ]
+    assert _labels(runs) == [
+        "n_steps:(none) policy_kwargs:'dict(net_arch=[64])'",
+        "n_steps:(none) policy_kwargs:'dict()'",
+        "n_steps:20 policy_kwargs:'dict(net_arch=[64])'",
+    ]
+    assert _labels([{"params": ["n_steps:20"]}, runs[0]]) == ["n_steps:20", "its entry of then (not recorded)"]
