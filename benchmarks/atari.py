@@ -349,7 +349,7 @@ def _plot(run_dir: Path, state: dict[str, Any], episodes: np.ndarray, window: in
 def _labels(states: list[dict[str, Any]]) -> list[str]:
     """
     What sets each run apart: the entry's settings that differ between the runs, as each run read
-    them (runs record their entry since 2026-11-25; before that, their ``-params`` only).
+    them (runs record their entry since 2026-11-24; before that, their ``-params`` only).
     """
     entries = [state.get("entry") for state in states]
     if any(entry is None for entry in entries):
