@@ -90,4 +90,5 @@ def test_compared_runs_are_labelled_by_the_settings_that_differ():
         "n_steps:(none) policy_kwargs:'dict()'",
         "n_steps:20 policy_kwargs:'dict(net_arch=[64])'",
     ]
-    assert _labels([{"params": ["n_steps:20"]}, runs[0]]) == ["n_steps:20", "its entry of then (not recorded)"]
+    unrecorded = [{"params": ["n_steps:20"]}, {"params": []}, runs[0]]
+    assert _labels(unrecorded) == ["n_steps:20", "the entry of its day (not recorded)", "its entry (in its state.json)"]
