@@ -15,7 +15,9 @@ final epsilon, so ``curve.png`` also shows the mean of each epsilon); every
 ``--checkpoint-minutes`` the model is saved to ``checkpoint.zip`` with the run's state in
 ``state.json``. Run the same command again (or with only ``--run-dir``)
 and it resumes from the last checkpoint: the learning-rate and exploration schedules follow the
-run's whole step budget, not the chunk. When the budget is spent, the final policy is evaluated
+run's whole step budget, not the chunk. The run records its entry as the zoo read it (with
+``-params``) and refuses to resume if the entry reads otherwise now: the checkpoint would bring back
+the algorithm's settings and the YAML the environment's. When the budget is spent, the final policy is evaluated
 and ``summary.json`` and ``curve.png`` (score against steps and against seconds) are written.
 
 A run that may be cut off (one command of the 16-core machine lasts 10 minutes) is started in the
