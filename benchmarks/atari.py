@@ -230,7 +230,6 @@ def train(
     else:
         _drop_rows_after_checkpoint(run_dir, 0)  # an attempt killed before its first checkpoint starts again
         state["n_workers"] = getattr(model, "n_workers", 1)
-        state["hyperparams"] = {key: repr(value) for key, value in manager._hyperparams.items()}
     remaining = state["timesteps"] - model.num_timesteps
     if remaining > 0:
         log = RunLog(run_dir, state, 60 * checkpoint_minutes, None if minutes is None else 60 * minutes, until_mean)
