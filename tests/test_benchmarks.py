@@ -82,6 +82,15 @@ def test_atari_env_stepping_benchmark_prints_both_rates(capsys):
     main(["--rounds", "1", "--steps", "20", "--warmup", "5", "--processes", "1"])
     out = capsys.readouterr().out
     assert "AtariWrapper" in out and "AleVecEnv" in out and "median" in out
+    assert "envpool" in out  # timed where installed, said to be missing where not
+
+
+def test_atari_env_stepping_benchmark_names_envpools_games():
+    from benchmarks.atari_envs import _envpool_id
+
+    assert _envpool_id("PongNoFrameskip-v4") == "Pong-v5"
+    with pytest.raises(ValueError, match="--env: envpool is timed for ALE's NoFrameskip-v4 games, got ALE/Pong-v5"):
+        _envpool_id("ALE/Pong-v5")
 
 
 @pytest.mark.parametrize(
