@@ -354,8 +354,11 @@ def _labels(states: list[dict[str, Any]]) -> list[str]:
     """
     entries = [state.get("entry") for state in states]
     if any(entry is None for entry in entries):
-        unnamed = {True: "its entry (in its state.json)", False: "the entry of its day (not recorded)"}
-        return [" ".join(state["params"]) or unnamed[entry is not None] for state, entry in zip(states, entries)]
+        return [
+            " ".join(state["params"])
+            or ("its entry (in its state.json)" if entry is not None else "the entry of its day (not recorded)")
+            for state, entry in zip(states, entries)
+        ]
     keys = sorted({key for entry in entries for key in entry})
     differ = [key for key in keys if len({entry.get(key) for entry in entries}) > 1]
     return [" ".join(f"{key}:{entry.get(key, '(none)')}" for key in differ) or "the same entry" for entry in entries]
