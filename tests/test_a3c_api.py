@@ -2,8 +2,10 @@
 
 import csv
 import glob
+import io
 import itertools
 import os
+import threading
 
 import gymnasium as gym
 import numpy as np
@@ -141,6 +143,41 @@ def test_callback_returning_false_stops_all_workers_promptly():
     assert callback.timesteps[-1] == 1_000
     # The workers were told at once; they may each have taken a few more steps meanwhile.
     assert model.num_timesteps < 20_000
+
+
+def test_a_model_saved_while_workers_write_to_it_loads():
+    # Workers write to the shared tensors while a callback saves: a tensor that changed while
+    # torch.save wrote it used to be stored with a checksum that did not match its bytes, and the
+    # file would not load (a Pong checkpoint; 6 of 10 saves here). A thread writing to every
+    # shared tensor stands in for the workers: it writes far more often than they do.
+    model = _model(policy_kwargs=dict(net_arch=[1024, 1024], ortho_init=False))  # QR of big matrices is slow
+    model._share_memory()
+    for param in model.policy.parameters():
+        param.grad = th.ones_like(param)
+    model.policy.optimizer.step()  # the optimizer has statistics to save
+    tensors = [*model.policy.parameters()]
+    tensors += [value for state in model.policy.optimizer.state.values() for value in state.values() if value.dim()]
+    stop = threading.Event()
+
+    def write() -> None:
+        with th.no_grad():
+            while not stop.is_set():
+                for tensor in tensors:
+                    tensor.mul_(1.0000001)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        files = []
+        for _ in range(10):
+            files.append(io.BytesIO())
+            model.save(files[-1])
+    finally:
+        stop.set()
+        writer.join()
+    for file in files:
+        file.seek(0)
+        A3C.load(file)
 
 
 def test_eval_and_checkpoint_callbacks(tmp_path):

@@ -9,6 +9,7 @@ with a private copy of the parameters that it refreshes from, and applies gradie
 shared model.
 """
 
+import copy
 import io
 import pathlib
 import pickle
@@ -51,6 +52,20 @@ DEFAULT_RMS_PROP_EPS = 1e-5
 
 # Seconds the main process waits for worker messages between two looks at the step counter.
 _POLL_INTERVAL = 0.02
+
+
+def _copy_tensors(value: Any) -> Any:
+    """``value`` (state dicts: nested dicts, lists and tuples) with each tensor replaced by a copy."""
+    if isinstance(value, th.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        copied = copy.copy(value)  # keeps an OrderedDict's type and a module state dict's _metadata
+        for key, item in value.items():
+            copied[key] = _copy_tensors(item)
+        return copied
+    if type(value) in (list, tuple):
+        return type(value)(_copy_tensors(item) for item in value)
+    return value
 
 
 class AsyncAlgorithm:
@@ -158,6 +173,14 @@ class AsyncAlgorithm:
             if "PytorchStreamReader" not in str(error) and "zip archive" not in str(error):
                 raise
             raise ValueError(f"{path} is damaged and cannot be loaded ({error})") from error
+
+    def get_parameters(self) -> dict[str, dict]:
+        """
+        SB3's ``get_parameters``, with every tensor copied: during ``learn`` the workers keep
+        writing to the shared tensors, and a tensor that changes while ``save`` writes it is stored
+        with a checksum that does not match its bytes, so that the file cannot be loaded.
+        """
+        return _copy_tensors(super().get_parameters())  # type: ignore[misc]
 
     def _excluded_save_params(self) -> list[str]:
         # The workers of a learn() in progress (a checkpoint may be saved meanwhile).
