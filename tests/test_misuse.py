@@ -1,5 +1,6 @@
 """Bad inputs and misuse get a clear error that says what is wrong (issue 11's sweep)."""
 
+import struct
 import threading
 import zipfile
 
@@ -99,6 +100,19 @@ def test_a_damaged_file_says_it_is_damaged(tmp_path):
     (tmp_path / "junk.zip").write_bytes(b"not a zip file at all")
     with pytest.raises(ValueError, match="is not a model saved by SB3's save"):
         A3C.load(tmp_path / "junk.zip")
+
+
+def test_a_file_whose_bytes_changed_names_the_damaged_entry(tmp_path):
+    A3C("MlpPolicy", "CartPole-v1", n_workers=2).save(tmp_path / "model.zip")
+    content = bytearray((tmp_path / "model.zip").read_bytes())
+    with zipfile.ZipFile(tmp_path / "model.zip") as archive:
+        entry = archive.getinfo("policy.optimizer.pth")
+    # SB3 stores entries uncompressed: one byte in the middle of this entry's bytes.
+    name_length, extra_length = struct.unpack("<HH", content[entry.header_offset + 26 : entry.header_offset + 30])
+    content[entry.header_offset + 30 + name_length + extra_length + entry.compress_size // 2] ^= 0xFF
+    (tmp_path / "damaged.zip").write_bytes(bytes(content))
+    with pytest.raises(ValueError, match=r"damaged and cannot be loaded: its entry 'policy\.optimizer\.pth' does not match"):
+        A3C.load(tmp_path / "damaged.zip")
 
 
 def test_exploration_follows_a_fraction_of_each_budget_by_default():

@@ -38,6 +38,7 @@ from sb3_async.common.saving import (
     CURRENT_POLICY_FORMAT,
     POLICY_FORMAT,
     SAVED_BY,
+    check_checksums,
     policy_kwargs_of_older_file,
     saved_attributes,
 )
@@ -155,6 +156,7 @@ class AsyncAlgorithm:
             )
         if saved_by is not None and saved_by != cls.__name__:
             raise ValueError(f"{path} holds a model of {saved_by}, not of {cls.__name__}: load it with {saved_by}.load")
+        check_checksums(path)
         older = policy_kwargs_of_older_file(data, custom_objects)
         if older is not None:
             stored, heads = older

@@ -6,12 +6,21 @@ import pathlib
 import struct
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from stable_baselines3.common.save_util import json_to_data, open_path
 from stable_baselines3.common.torch_layers import NatureCNN
 
-__all__ = ["CURRENT_POLICY_FORMAT", "POLICY_FORMAT", "SAVED_BY", "policy_kwargs_of_older_file", "saved_attributes"]
+__all__ = [
+    "CURRENT_POLICY_FORMAT",
+    "POLICY_FORMAT",
+    "SAVED_BY",
+    "check_checksums",
+    "policy_kwargs_of_older_file",
+    "saved_attributes",
+]
 
 # The attribute that records which class saved a model (saved with it, as every attribute is).
 SAVED_BY = "_sb3_async_class"
@@ -22,8 +31,9 @@ POLICY_FORMAT = "_sb3_async_policy_format"
 CURRENT_POLICY_FORMAT = 2
 
 
-def saved_attributes(path: Any) -> dict[str, Any]:
-    """The attributes a model was saved with (the ``data`` entry of SB3's zip file, not deserialized)."""
+@contextmanager
+def _archive(path: Any) -> Iterator[zipfile.ZipFile]:
+    """The zip archive at ``path`` (a path or a file object, left at the position it had)."""
     if isinstance(path, (str, pathlib.Path)):
         file: Any = open_path(path, "r", verbose=0, suffix="zip")
         position = None
@@ -31,7 +41,7 @@ def saved_attributes(path: Any) -> dict[str, Any]:
         file, position = path, path.tell()
     try:
         with zipfile.ZipFile(file) as archive:
-            return json.loads(archive.read("data").decode())
+            yield archive
     except (zipfile.BadZipFile, KeyError, ValueError, struct.error) as error:
         raise ValueError(f"{path} is not a model saved by SB3's save() ({type(error).__name__}: {error})") from error
     finally:
@@ -39,6 +49,23 @@ def saved_attributes(path: Any) -> dict[str, Any]:
             file.close()
         else:
             file.seek(position)
+
+
+def saved_attributes(path: Any) -> dict[str, Any]:
+    """The attributes a model was saved with (the ``data`` entry of SB3's zip file, not deserialized)."""
+    with _archive(path) as archive:
+        return json.loads(archive.read("data").decode())
+
+
+def check_checksums(path: Any) -> None:
+    """
+    Raise ``ValueError`` naming the first entry of the saved model at ``path`` whose bytes do not
+    match their checksum (SB3's ``load`` would only say that the file is not a zip file).
+    """
+    with _archive(path) as archive:
+        damaged = archive.testzip()
+    if damaged is not None:
+        raise ValueError(f"{path} is damaged and cannot be loaded: its entry {damaged!r} does not match its checksum")
 
 
 def policy_kwargs_of_older_file(
