@@ -55,20 +55,6 @@ DEFAULT_RMS_PROP_EPS = 1e-5
 _POLL_INTERVAL = 0.02
 
 
-def _copy_tensors(value: Any) -> Any:
-    """``value`` (state dicts: nested dicts, lists and tuples) with each tensor replaced by a copy."""
-    if isinstance(value, th.Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        copied = copy.copy(value)  # keeps an OrderedDict's type and a module state dict's _metadata
-        for key, item in value.items():
-            copied[key] = _copy_tensors(item)
-        return copied
-    if type(value) in (list, tuple):
-        return type(value)(_copy_tensors(item) for item in value)
-    return value
-
-
 class AsyncAlgorithm:
     """
     Hogwild training for an SB3 algorithm. Subclasses implement :meth:`_worker_loop`.
@@ -182,7 +168,8 @@ class AsyncAlgorithm:
         writing to the shared tensors, and a tensor that changes while ``save`` writes it is stored
         with a checksum that does not match its bytes, so that the file cannot be loaded.
         """
-        return _copy_tensors(super().get_parameters())  # type: ignore[misc]
+        # deepcopy clones each tensor into private memory and keeps a state dict's type and _metadata.
+        return copy.deepcopy(super().get_parameters())  # type: ignore[misc]
 
     def _excluded_save_params(self) -> list[str]:
         # The workers of a learn() in progress (a checkpoint may be saved meanwhile).
