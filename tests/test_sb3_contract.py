@@ -10,7 +10,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnMaxEpisodes, StopTrainingOnRewardThreshold
+from stable_baselines3.common.callbacks import (
+    BaseCallback,
+    EvalCallback,
+    StopTrainingOnMaxEpisodes,
+    StopTrainingOnRewardThreshold,
+)
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import FakeImageEnv, IdentityEnv, IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -178,3 +183,33 @@ def test_eval_callback_syncs_the_vec_normalize_statistics_of_the_end_of_training
     assert np.allclose(train_env.normalize_obs(original_obs), eval_env.normalize_obs(original_obs))
     with pytest.warns(Warning), pytest.raises(AssertionError):
         model.learn(100, callback=EvalCallback(gym.make("CartPole-v1"), eval_freq=100, warn=False))
+
+
+class OneStepEpisodes(gym.Env):
+    """Every step ends an episode: the workers' reports of episodes lag behind their steps."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,))
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, dtype=np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, dtype=np.float32), 1.0, True, False, {}
+
+
+@pytest.mark.parametrize("algo", [A3C, AsyncNStepQ], ids=lambda algo: algo.__name__)
+def test_callbacks_are_given_every_episode_the_workers_finished(algo):
+    class CountEpisodes(BaseCallback):
+        episodes = 0
+
+        def _on_step(self) -> bool:
+            self.episodes += int(np.sum(self.locals["dones"]))
+            assert sum("episode" in info for info in self.locals["infos"]) == np.sum(self.locals["dones"])
+            return True
+
+    model = algo("MlpPolicy", make_vec_env(OneStepEpisodes, n_envs=3), n_workers=2, seed=0)
+    callback = CountEpisodes()
+    model.learn(3_000, callback=callback)
+    assert callback.episodes == model._episode_num == model.num_timesteps

@@ -63,7 +63,9 @@ class AsyncAlgorithm:
     ``VecEnv.step`` of A2C would), with ``num_timesteps`` set to the global step counter; their
     ``locals`` hold ``infos`` and ``dones`` built from the episodes the workers finished
     (observations, actions and rewards stay in the workers); ``info["episode"]`` carries the
-    index of the worker that played it as ``"worker"``.
+    index of the worker that played it as ``"worker"``. Reports arrive a little after the steps,
+    so the call that ends training waits for the workers' last ones and carries all those left
+    (then ``infos`` may have more than ``n_envs`` entries).
     """
 
     n_workers: int
@@ -327,7 +329,10 @@ class AsyncAlgorithm:
                 reports.add(report, self.ep_info_buffer, self.ep_success_buffer)  # type: ignore[attr-defined]
                 self._episode_num += len(report["episodes"])  # type: ignore[has-type]
             self._n_updates = updates_at_start + reports.n_updates
-            if not self._step_callbacks(callback, group.steps_taken, reports):
+            # The step that spends the budget waits for the workers' last reports, and carries them.
+            finished = group.finished
+            steps = group.steps_taken if finished else min(group.steps_taken, self._total_timesteps - 1)  # type: ignore[attr-defined]
+            if not self._step_callbacks(callback, steps, reports, last=finished):
                 group.request_stop()
                 return
             group.allow_up_to(self.num_timesteps)  # type: ignore[has-type]
@@ -337,7 +342,7 @@ class AsyncAlgorithm:
                 self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")  # type: ignore[attr-defined]
                 self._dump_logs(reports.n_updates, group.copies_done)
             # An overdue worker (hung in its environment, say) is ended and reported when the group closes.
-            if group.finished or group.overdue:
+            if finished or group.overdue:
                 return
 
     def _rollout_steps(self) -> int:
@@ -357,15 +362,20 @@ class AsyncAlgorithm:
     def _dump_logs(self, iteration: int, copies_done: dict[str, int]) -> None:
         self.dump_logs(iteration)  # type: ignore[attr-defined]
 
-    def _step_callbacks(self, callback: BaseCallback, global_steps: int, reports: ReportAggregator) -> bool:
-        """Call ``callback.on_step`` once per ``n_envs`` global steps up to ``global_steps``."""
+    def _step_callbacks(
+        self, callback: BaseCallback, global_steps: int, reports: ReportAggregator, last: bool = False
+    ) -> bool:
+        """
+        Call ``callback.on_step`` once per ``n_envs`` global steps up to ``global_steps``; with
+        ``last`` (no more reports will come), the final call carries every episode not yet given.
+        """
         n_envs = self.n_envs  # type: ignore[attr-defined]
         if self.num_timesteps + n_envs > global_steps:  # type: ignore[has-type]
             return True
         callback.on_rollout_start()
         while self.num_timesteps + n_envs <= global_steps:  # type: ignore[has-type]
             self.num_timesteps += n_envs
-            infos, dones = reports.take_step_infos(n_envs)
+            infos, dones = reports.take_step_infos(n_envs, everything=last and self.num_timesteps + n_envs > global_steps)
             callback.update_locals({"infos": infos, "dones": dones})
             if not callback.on_step():
                 return False

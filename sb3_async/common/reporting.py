@@ -106,11 +106,15 @@ class ReportAggregator:
             mine[0] += total
             mine[1] += count
 
-    def take_step_infos(self, n_envs: int) -> tuple[list[dict[str, Any]], np.ndarray]:
-        """``infos`` and ``dones`` for one callback step: up to ``n_envs`` finished episodes."""
-        infos: list[dict[str, Any]] = [{} for _ in range(n_envs)]
-        dones = np.zeros(n_envs, dtype=bool)
-        for i in range(min(n_envs, len(self.pending_episodes))):
+    def take_step_infos(self, n_envs: int, everything: bool = False) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """
+        ``infos`` and ``dones`` for one callback step: up to ``n_envs`` finished episodes, or,
+        with ``everything``, all that are waiting (more entries than ``n_envs`` if need be).
+        """
+        size = max(n_envs, len(self.pending_episodes)) if everything else n_envs
+        infos: list[dict[str, Any]] = [{} for _ in range(size)]
+        dones = np.zeros(size, dtype=bool)
+        for i in range(min(size, len(self.pending_episodes))):
             infos[i] = {"episode": self.pending_episodes.popleft()}
             dones[i] = True
         return infos, dones
