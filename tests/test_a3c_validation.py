@@ -20,6 +20,9 @@ from sb3_async import A3C
         (dict(max_grad_norm=0.0), ValueError, r"max_grad_norm must be in \(0.0"),
         (dict(learning_rate=0.0), ValueError, "learning_rate must be in"),
         (dict(learning_rate="lin_7e-4"), TypeError, "learning_rate must be a number"),
+        (dict(learning_rate=float("inf")), ValueError, "learning_rate must be finite"),
+        (dict(ent_coef=float("inf")), ValueError, "ent_coef must be finite"),
+        (dict(tensorboard_log=123), TypeError, "tensorboard_log must be a path"),
         (dict(rms_prop_eps=float("nan")), ValueError, "rms_prop_eps must not be NaN"),
         (dict(use_rms_prop="yes"), TypeError, "use_rms_prop must be True or False"),
         (dict(normalize_advantage=1), TypeError, "normalize_advantage must be True or False"),
@@ -34,6 +37,16 @@ from sb3_async import A3C
 def test_invalid_constructor_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         A3C("MlpPolicy", "CartPole-v1", **kwargs)
+
+
+def test_optimizer_kwargs_without_an_optimizer_class_adjust_a2cs_rmsprop():
+    optimizer_kwargs = dict(alpha=0.5, weight_decay=1e-3)
+    model = A3C("MlpPolicy", "CartPole-v1", n_workers=1, policy_kwargs=dict(optimizer_kwargs=optimizer_kwargs))
+    group = model.policy.optimizer.param_groups[0]
+    assert isinstance(model.policy.optimizer, th.optim.RMSprop)
+    assert (group["alpha"], group["weight_decay"], group["eps"]) == (0.5, 1e-3, 1e-5)
+    with pytest.raises(ValueError, match="epsilon is given twice"):
+        A3C("MlpPolicy", "CartPole-v1", rms_prop_eps=1e-3, policy_kwargs=dict(optimizer_kwargs=dict(eps=0.5)))
 
 
 def test_arguments_that_would_be_ignored_are_reported():

@@ -137,3 +137,57 @@ def test_observations_of_nan_are_caught_in_the_rollout_not_in_the_network():
     check_finite_step(np.zeros((2, 84, 84), dtype=np.uint8), np.zeros(2))
     with pytest.raises(NonFiniteError, match=r"observations \(environments \[1\]"):
         check_finite_step({"a": np.array([[0.0], [np.inf]])}, np.zeros(2))
+
+
+@pytest.mark.parametrize(
+    "algo, kwargs, error, message",
+    [
+        (A3C, dict(n_steps=0), ValueError, "n_steps must be >= 1"),
+        (A3C, dict(n_workers="x"), TypeError, "n_workers must be an integer"),
+        (A3C, dict(gamma=2.0), ValueError, "gamma must be in"),
+        (A3C, dict(n_step=3), ValueError, "load\\(\\) got the keyword argument 'n_step', which A3C has no setting of"),
+        (A3C, dict(rms_prop_eps=0.1), ValueError, "rms_prop_eps=0.1 cannot be given to load"),
+        (AsyncOneStepQ, dict(async_update_freq=0), ValueError, "async_update_freq must be >= 1"),
+        (AsyncOneStepQ, dict(loss="l1"), ValueError, "loss must be one of"),
+        (AsyncOneStepQ, dict(exploration_final_eps=[0.1], exploration_final_eps_probs=[0.5, 0.5]), ValueError, "one prob"),
+    ],
+)
+def test_load_checks_the_settings_it_is_given_as_the_constructor_does(algo, kwargs, error, message, tmp_path):
+    # SB3 sets load's keyword arguments on the model unchecked: n_steps=0 made learn() hang.
+    algo("MlpPolicy", "CartPole-v1", n_workers=1).save(tmp_path / "m")
+    env = make_vec_env("CartPole-v1", n_envs=1)
+    with pytest.raises(error, match=message):
+        algo.load(tmp_path / "m", env=env, **kwargs)
+    if "n_step" not in kwargs:  # custom_objects may name entries the file lacks: SB3 uses those it has
+        with pytest.raises(error, match=message):
+            algo.load(tmp_path / "m", env=env, custom_objects=kwargs)
+
+
+def test_settings_given_to_load_are_the_ones_learn_uses(tmp_path):
+    AsyncNStepQ("MlpPolicy", "CartPole-v1", n_workers=1).save(tmp_path / "q")
+    model = AsyncNStepQ.load(
+        tmp_path / "q", env=make_vec_env("CartPole-v1", n_envs=1), n_steps=20, exploration_final_eps=[0.1, 0.05]
+    )
+    assert model.rollout_length == 20
+    assert (model.exploration_final_eps, model.exploration_final_eps_probs) == ((0.1, 0.05), (0.5, 0.5))
+    model.learn(400)
+    assert model._n_updates == 400 // 20
+    # rl_zoo3's enjoy loads every algorithm with these: a zero learning rate and entries the file lacks.
+    AsyncNStepQ.load(tmp_path / "q", custom_objects={"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": 0.0})
+    with_steps = AsyncNStepQ.load(tmp_path / "q", exploration_steps=1000)
+    assert (with_steps.exploration_steps, with_steps.exploration_fraction) == (1000, None)
+
+
+@pytest.mark.parametrize("algo", [A3C, AsyncNStepQ], ids=lambda algo: algo.__name__)
+def test_set_random_seed_makes_the_workers_repeat_themselves(algo):
+    initial = algo("MlpPolicy", "CartPole-v1", n_workers=1, seed=1).policy.state_dict()
+
+    def train() -> list:
+        model = algo("MlpPolicy", "CartPole-v1", n_workers=1)
+        model.set_random_seed(5)
+        model.policy.load_state_dict(initial)
+        model.learn(1000)
+        return [p.detach().clone() for p in model.policy.parameters()]
+
+    first, second = train(), train()
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))

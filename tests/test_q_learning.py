@@ -229,6 +229,8 @@ def test_one_step_targets_and_sarsa_next_action():
         (dict(exploration_final_eps="0.1"), TypeError, "exploration_final_eps must be a number or a non-empty sequence"),
         (dict(exploration_steps=-1), ValueError, "exploration_steps must be >= 0"),
         (dict(loss="l1"), ValueError, "loss must be one of"),
+        (dict(loss=["huber"]), ValueError, "loss must be one of"),
+        (dict(exploration_final_eps=[0.1, 0.2], exploration_final_eps_probs="ab"), TypeError, "must be a sequence of numbers"),
         (dict(n_workers=0), ValueError, "n_workers must be >= 1"),
         (dict(async_update_freq=0), ValueError, "async_update_freq must be >= 1"),
     ],
@@ -236,6 +238,21 @@ def test_one_step_targets_and_sarsa_next_action():
 def test_invalid_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         AsyncOneStepQ("MlpPolicy", "CartPole-v1", **kwargs)
+
+
+def test_final_eps_probabilities_default_to_the_papers_for_its_values_and_uniform_otherwise():
+    def probs(**kwargs):
+        return AsyncOneStepQ("MlpPolicy", "CartPole-v1", n_workers=1, **kwargs).exploration_final_eps_probs
+
+    assert probs() == (0.4, 0.3, 0.3)
+    assert probs(exploration_final_eps=[0.1, 0.05]) == (0.5, 0.5)
+    assert probs(exploration_final_eps=(0.2, 0.3, 0.4)) == pytest.approx((1 / 3,) * 3)
+    # NumPy values, as a config or a sampler may give them.
+    assert probs(exploration_final_eps=np.float32(0.05)) == (1.0,)
+    assert probs(exploration_final_eps=np.array([0.1, 0.2]), exploration_final_eps_probs=np.array([0.25, 0.75])) == (
+        0.25,
+        0.75,
+    )
 
 
 def test_invalid_n_steps_and_action_space():

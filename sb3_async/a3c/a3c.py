@@ -1,3 +1,4 @@
+from functools import partial
 from typing import Any, ClassVar
 
 import torch as th
@@ -19,7 +20,7 @@ from sb3_async.a3c.buffers import WholeRecurrentDictRolloutBuffer, WholeRecurren
 from sb3_async.a3c.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy, PaperCnnLstmPolicy, PaperCnnPolicy
 from sb3_async.common.base import DEFAULT_RMS_PROP_EPS, AsyncAlgorithm
 from sb3_async.common.callbacks import WorkerRolloutCallback
-from sb3_async.common.validation import check_bool, check_float, check_int, check_learning_rate
+from sb3_async.common.validation import Check, check_bool, check_float, check_int, check_settings
 from sb3_async.common.worker import Worker
 
 
@@ -87,6 +88,17 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
         "PaperCnnLstmPolicy": PaperCnnLstmPolicy,
     }
 
+    _setting_checks: ClassVar[dict[str, Check]] = {
+        **AsyncAlgorithm._setting_checks,
+        "n_steps": partial(check_int, minimum=1),
+        "gae_lambda": partial(check_float, low=0.0, high=1.0),
+        "ent_coef": partial(check_float, low=0.0),
+        "vf_coef": partial(check_float, low=0.0),
+        "normalize_advantage": check_bool,
+        "use_sde": check_bool,
+        "sde_sample_freq": check_int,
+    }
+
     def __init__(
         self,
         policy: str | type[ActorCriticPolicy],
@@ -115,15 +127,20 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        check_learning_rate("learning_rate", learning_rate)
-        check_int("n_steps", n_steps, minimum=1)
-        check_float("gamma", gamma, 0.0, 1.0)
-        check_float("gae_lambda", gae_lambda, 0.0, 1.0)
-        check_float("ent_coef", ent_coef, 0.0)
-        check_float("vf_coef", vf_coef, 0.0)
-        check_bool("normalize_advantage", normalize_advantage)
-        check_bool("use_sde", use_sde)
-        check_int("sde_sample_freq", sde_sample_freq)
+        check_settings(
+            self._setting_checks,
+            dict(
+                learning_rate=learning_rate,
+                n_steps=n_steps,
+                gamma=gamma,
+                gae_lambda=gae_lambda,
+                ent_coef=ent_coef,
+                vf_coef=vf_coef,
+                normalize_advantage=normalize_advantage,
+                use_sde=use_sde,
+                sde_sample_freq=sde_sample_freq,
+            ),
+        )
         self._remember_env_source(env)
         device, policy_kwargs = self._init_async(
             n_workers=n_workers,
@@ -134,6 +151,7 @@ class A3C(AsyncAlgorithm, OnPolicyAlgorithm):
             rms_prop_eps=rms_prop_eps,
             use_rms_prop=use_rms_prop,
             stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
             verbose=verbose,
             seed=seed,
         )

@@ -18,7 +18,8 @@ import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
@@ -43,7 +44,16 @@ from sb3_async.common.saving import (
     saved_attributes,
 )
 from sb3_async.common.signals import one_learn_at_a_time, sigterm_stops_training
-from sb3_async.common.validation import check_bool, check_float, check_int
+from sb3_async.common.validation import (
+    Check,
+    check_bool,
+    check_float,
+    check_int,
+    check_learning_rate,
+    check_optional,
+    check_path,
+    check_settings,
+)
 from sb3_async.common.worker import PeriodicCopy, Worker
 
 __all__ = ["DEFAULT_RMS_PROP_EPS", "AsyncAlgorithm"]
@@ -72,6 +82,25 @@ class AsyncAlgorithm:
     env: VecEnv | None
     policy: Any
 
+    #: The constructor's checks of the settings that ``load``'s keyword arguments (and its
+    #: ``custom_objects``) may replace, by name: a loaded model gets the same checks.
+    _setting_checks: ClassVar[dict[str, Check]] = {
+        "n_workers": check_optional(partial(check_int, minimum=1)),
+        "learning_rate": check_learning_rate,
+        "gamma": partial(check_float, low=0.0, high=1.0),
+        # inf: no clipping, as clip_grad_norm_ takes it.
+        "max_grad_norm": partial(check_float, low=0.0, low_open=True, allow_inf=True),
+        "rms_prop_eps": partial(check_float, low=0.0),
+        "use_rms_prop": check_bool,
+        "stats_window_size": partial(check_int, minimum=1),
+        "verbose": partial(check_int, minimum=0),
+        "seed": check_optional(partial(check_int, minimum=0)),
+        "tensorboard_log": check_optional(check_path),
+    }
+    #: Settings that a loaded model cannot take other values of: they chose the optimizer, whose
+    #: state (with these settings in it) comes back from the file.
+    _optimizer_settings = ("use_rms_prop", "rms_prop_eps")
+
     # --- construction -------------------------------------------------------------------
 
     def _init_async(
@@ -85,6 +114,7 @@ class AsyncAlgorithm:
         rms_prop_eps: float,
         use_rms_prop: bool,
         stats_window_size: int,
+        tensorboard_log: str | None,
         verbose: int,
         seed: int | None,
     ) -> tuple[str, dict[str, Any]]:
@@ -101,19 +131,25 @@ class AsyncAlgorithm:
         self.backend = backend
         setattr(self, SAVED_BY, type(self).__name__)
         setattr(self, POLICY_FORMAT, CURRENT_POLICY_FORMAT)
-        self.n_workers = usable_cpus() if n_workers is None else check_int("n_workers", n_workers, minimum=1)
+        check_settings(
+            self._setting_checks,
+            dict(
+                n_workers=n_workers,
+                max_grad_norm=max_grad_norm,
+                rms_prop_eps=rms_prop_eps,
+                use_rms_prop=use_rms_prop,
+                stats_window_size=stats_window_size,
+                tensorboard_log=tensorboard_log,
+                verbose=verbose,
+                seed=seed,
+            ),
+        )
+        self.n_workers = usable_cpus() if n_workers is None else int(n_workers)
         if backend == "local":
             check_local_workers(self.n_workers)
         self._n_learn_calls = 0
         if policy_kwargs is not None and not isinstance(policy_kwargs, dict):
             raise TypeError(f"policy_kwargs must be a dict or None, got {type(policy_kwargs).__name__}")
-        check_float("max_grad_norm", max_grad_norm, 0.0, low_open=True)
-        check_float("rms_prop_eps", rms_prop_eps, 0.0)
-        check_bool("use_rms_prop", use_rms_prop)
-        check_int("stats_window_size", stats_window_size, minimum=1)
-        check_int("verbose", verbose, minimum=0)
-        if seed is not None:
-            check_int("seed", seed, minimum=0)
         # th.device, not SB3's get_device: that one turns "cuda" into "cpu" when no GPU is present.
         if device != "auto" and th.device(device).type != "cpu":
             raise ValueError(f"device={device!r}: asynchronous workers share parameters in CPU memory; use 'cpu' or 'auto'")
@@ -145,6 +181,9 @@ class AsyncAlgorithm:
         if saved_by is not None and saved_by != cls.__name__:
             raise ValueError(f"{path} holds a model of {saved_by}, not of {cls.__name__}: load it with {saved_by}.load")
         check_checksums(path)
+        kwargs = cls._loaded_settings(kwargs, data, "keyword argument")
+        if custom_objects is not None:
+            custom_objects = cls._loaded_settings(custom_objects, data, "custom_objects entry")
         older = policy_kwargs_of_older_file(data, custom_objects)
         if older is not None:
             stored, heads = older
@@ -154,7 +193,7 @@ class AsyncAlgorithm:
             if isinstance(given, dict) and given.get("net_arch") is None:
                 kwargs["policy_kwargs"] = {**given, "net_arch": heads}
         try:
-            return super().load(  # type: ignore[misc]
+            model = super().load(  # type: ignore[misc]
                 path, env, device, custom_objects, print_system_info, force_reset, **kwargs
             )
         except (zipfile.BadZipFile, struct.error, EOFError, pickle.UnpicklingError) as error:
@@ -163,6 +202,45 @@ class AsyncAlgorithm:
             if "PytorchStreamReader" not in str(error) and "zip archive" not in str(error):
                 raise
             raise ValueError(f"{path} is damaged and cannot be loaded ({error})") from error
+        # _setup_model reseeded with the saved seed, which restarts the workers' seeds: go on where they were.
+        model._n_learn_calls = data.get("_n_learn_calls", 0)
+        return model
+
+    @classmethod
+    def _loaded_settings(cls, given: dict[str, Any], data: dict[str, Any], what: str) -> dict[str, Any]:
+        """
+        The settings given to ``load`` (``what``: its keyword arguments or ``custom_objects``),
+        checked as the constructor checks them: SB3 sets them on the loaded model as they are.
+        ``data``: the attributes saved in the file.
+        """
+        if what == "keyword argument":
+            # SB3 would set any name as an attribute: a misspelt setting would be ignored.
+            unknown = sorted(set(given) - set(data))
+            if unknown:
+                raise ValueError(
+                    f"load() got the {what}{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}, "
+                    f"which {cls.__name__} has no setting of: a model it saved has no such attribute"
+                )
+        checks = {**cls._setting_checks, "learning_rate": partial(check_learning_rate, allow_zero=True)}
+        check_settings(checks, given)
+        for name in cls._optimizer_settings:
+            if name in given and name in data and given[name] != data[name]:
+                raise ValueError(
+                    f"{name}={given[name]!r} cannot be given to load(): the model was saved with {name}={data[name]!r}, "
+                    "and its optimizer comes back from the file as it was built; build a new model to change it"
+                )
+        return given
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        """
+        SB3's ``set_random_seed``; the workers of the next ``learn`` derive their seeds from ``seed``
+        too, as they do from the constructor's.
+        """
+        if seed is not None:
+            check_int("seed", seed, minimum=0)
+            self.seed = seed
+            self._n_learn_calls = 0
+        super().set_random_seed(seed)  # type: ignore[misc]
 
     def get_parameters(self) -> dict[str, dict]:
         """
@@ -205,8 +283,9 @@ class AsyncAlgorithm:
     def _set_optimizer(self, use_rms_prop: bool, rms_prop_eps: float) -> None:
         """
         Record the optimizer choice: A2C's (PyTorch's RMSprop, decay 0.99, ``rms_prop_eps`` added
-        outside the square root) unless ``policy_kwargs`` names an optimizer or ``use_rms_prop``
-        is False (then SB3's default, Adam); checked to be one whose statistics can be shared.
+        outside the square root; ``policy_kwargs['optimizer_kwargs']`` may change these) unless
+        ``policy_kwargs`` names an optimizer or ``use_rms_prop`` is False (then SB3's default,
+        Adam); checked to be one whose statistics can be shared.
         The choice is kept out of ``policy_kwargs`` (unlike A2C), so that ``load(path,
         policy_kwargs=...)`` compares them with the arguments the user gave.
         """
@@ -220,6 +299,10 @@ class AsyncAlgorithm:
                 )
         elif not use_rms_prop and rms_prop_eps != DEFAULT_RMS_PROP_EPS:
             warnings.warn("rms_prop_eps is not used: use_rms_prop=False selects Adam")
+        elif use_rms_prop and "eps" in kwargs.get("optimizer_kwargs", {}) and rms_prop_eps != DEFAULT_RMS_PROP_EPS:
+            raise ValueError(
+                "RMSprop's epsilon is given twice, as rms_prop_eps and as policy_kwargs['optimizer_kwargs']['eps']: give one"
+            )
         optimizer = self._optimizer_policy_kwargs()
         check_optimizer_class(optimizer.get("optimizer_class", th.optim.Adam), optimizer.get("optimizer_kwargs"))
 
@@ -229,7 +312,9 @@ class AsyncAlgorithm:
         if "optimizer_class" in kwargs or not self.use_rms_prop:
             # SB3 policies default to Adam when policy_kwargs names no optimizer.
             return {key: kwargs[key] for key in ("optimizer_class", "optimizer_kwargs") if key in kwargs}
-        return dict(optimizer_class=th.optim.RMSprop, optimizer_kwargs=dict(alpha=0.99, eps=self.rms_prop_eps, weight_decay=0))
+        # A2C's RMSprop; optimizer_kwargs given without an optimizer_class adjust it (A2C would drop them).
+        rms_prop = {"alpha": 0.99, "eps": self.rms_prop_eps, "weight_decay": 0, **kwargs.get("optimizer_kwargs", {})}
+        return dict(optimizer_class=th.optim.RMSprop, optimizer_kwargs=rms_prop)
 
     @contextmanager
     def _optimizer_in_policy_kwargs(self) -> Iterator[None]:

@@ -7,8 +7,10 @@ and applies the gradient of the loss of the whole rollout to the shared θ (for 
 methods this is the paper's gradient accumulated over I_AsyncUpdate steps).
 """
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,7 +26,7 @@ from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch.nn import functional as F
 
 from sb3_async.common.base import DEFAULT_RMS_PROP_EPS, AsyncAlgorithm
-from sb3_async.common.validation import check_float, check_int, check_learning_rate
+from sb3_async.common.validation import Check, check_float, check_int, check_optional, check_settings
 from sb3_async.common.worker import PeriodicCopy, Worker, check_finite_step
 from sb3_async.q_learning.policies import PaperCnnPolicy
 
@@ -37,6 +39,11 @@ PAPER_FINAL_EPS = (0.1, 0.01, 0.5)
 PAPER_FINAL_EPS_PROBS = (0.4, 0.3, 0.3)
 #: The share of the budget over which ε is annealed when ``exploration_steps`` is not given (DQN's).
 DEFAULT_EXPLORATION_FRACTION = 0.1
+
+
+def _check_loss(name: str, value: Any) -> None:
+    if not isinstance(value, str) or value not in _LOSSES:
+        raise ValueError(f"{name} must be one of {sorted(_LOSSES)}, got {value!r}")
 
 
 def _stack(observations: list[Any]) -> Any:
@@ -123,9 +130,9 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         The paper's 40,000 frames are 10,000 steps with Atari's action repeat of 4.
     :param exploration_initial_eps: Initial ε of every worker
     :param exploration_final_eps: Each worker's final ε is drawn from these values (or is this value)
-    :param exploration_final_eps_probs: The probabilities of the values of ``exploration_final_eps``
-        (None: uniform); the default is the paper's {0.1: 0.4, 0.01: 0.3, 0.5: 0.3}, and is not used
-        when ``exploration_final_eps`` is a single value
+    :param exploration_final_eps_probs: The probabilities of the values of ``exploration_final_eps``;
+        None (the default): the paper's {0.1: 0.4, 0.01: 0.3, 0.5: 0.3} when those are the paper's
+        three values, uniform otherwise; not used when ``exploration_final_eps`` is a single value
     :param exploration_steps: Global steps over which each worker anneals its ε linearly from
         ``exploration_initial_eps`` to its final value (the paper: 4 million frames, 1 million steps)
     :param loss: ``"huber"`` (as SB3's DQN) or ``"mse"`` (the paper's squared error)
@@ -150,6 +157,18 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
     q_net: QNetwork
     q_net_target: QNetwork
 
+    #: The name of the subclass's setting that is ``rollout_length`` (``n_steps``, ``async_update_freq``).
+    _rollout_length_setting: ClassVar[str]
+
+    _setting_checks: ClassVar[dict[str, Check]] = {
+        **AsyncAlgorithm._setting_checks,
+        "target_update_interval": partial(check_int, minimum=1),
+        "exploration_initial_eps": partial(check_float, low=0.0, high=1.0),
+        "exploration_steps": check_optional(partial(check_int, minimum=0)),
+        "exploration_fraction": check_optional(partial(check_float, low=0.0, high=1.0)),
+        "loss": _check_loss,
+    }
+
     def __init__(
         self,
         policy: str | type[DQNPolicy],
@@ -160,7 +179,7 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         target_update_interval: int = 10_000,
         exploration_initial_eps: float = 1.0,
         exploration_final_eps: float | Sequence[float] = PAPER_FINAL_EPS,
-        exploration_final_eps_probs: Sequence[float] | None = PAPER_FINAL_EPS_PROBS,
+        exploration_final_eps_probs: Sequence[float] | None = None,
         exploration_fraction: float | None = None,
         exploration_steps: int | None = None,
         loss: str = "huber",
@@ -177,25 +196,22 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        check_learning_rate("learning_rate", learning_rate)
-        check_float("gamma", gamma, 0.0, 1.0)
-        check_int("target_update_interval", target_update_interval, minimum=1)
-        check_float("exploration_initial_eps", exploration_initial_eps, 0.0, 1.0)
+        check_settings(
+            self._setting_checks,
+            dict(
+                learning_rate=learning_rate,
+                gamma=gamma,
+                target_update_interval=target_update_interval,
+                exploration_initial_eps=exploration_initial_eps,
+                exploration_steps=exploration_steps,
+                exploration_fraction=exploration_fraction,
+                loss=loss,
+            ),
+        )
         self.exploration_final_eps, self.exploration_final_eps_probs = self._check_final_eps(
             exploration_final_eps, exploration_final_eps_probs
         )
-        if exploration_steps is not None and exploration_fraction is not None:
-            raise ValueError(
-                "exploration_fraction and exploration_steps both set the length of the ε schedule: give one of them "
-                "(exploration_fraction: a share of each learn() budget, as DQN's; "
-                "exploration_steps: global steps, as the paper's)"
-            )
-        if exploration_steps is not None:
-            check_int("exploration_steps", exploration_steps, minimum=0)
-        if exploration_fraction is not None:
-            check_float("exploration_fraction", exploration_fraction, 0.0, 1.0)
-        if loss not in _LOSSES:
-            raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {loss!r}")
+        self._check_one_schedule_length(exploration_fraction, exploration_steps)
         self._remember_env_source(env)
         device, policy_kwargs = self._init_async(
             n_workers=n_workers,
@@ -206,6 +222,7 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
             rms_prop_eps=rms_prop_eps,
             use_rms_prop=use_rms_prop,
             stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
             verbose=verbose,
             seed=seed,
         )
@@ -230,7 +247,6 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
             sde_support=False,
             supported_action_spaces=(spaces.Discrete,),
         )
-        self.rollout_length = rollout_length
         self.target_update_interval = target_update_interval
         self.exploration_initial_eps = exploration_initial_eps
         self.exploration_steps = exploration_steps
@@ -250,27 +266,66 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
+    @property
+    def rollout_length(self) -> int:
+        """Steps per environment in a worker's rollout (the subclass's ``n_steps`` or ``async_update_freq``)."""
+        return getattr(self, self._rollout_length_setting)
+
+    @staticmethod
+    def _check_one_schedule_length(exploration_fraction: Any, exploration_steps: Any) -> None:
+        if exploration_steps is not None and exploration_fraction is not None:
+            raise ValueError(
+                "exploration_fraction and exploration_steps both set the length of the ε schedule: give one of them "
+                "(exploration_fraction: a share of each learn() budget, as DQN's; "
+                "exploration_steps: global steps, as the paper's)"
+            )
+
     @staticmethod
     def _check_final_eps(final_eps: Any, probs: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        if isinstance(final_eps, (int, float)) and not isinstance(final_eps, bool):
+        if isinstance(final_eps, numbers.Real) and not isinstance(final_eps, bool):
             values: tuple[float, ...] = (check_float("exploration_final_eps", final_eps, 0.0, 1.0),)
-            # The default (the paper's) probabilities go with the default values; given ones cannot be used.
-            if probs is not None and probs is not PAPER_FINAL_EPS_PROBS:
+            if probs is not None:
                 raise ValueError("exploration_final_eps_probs must be None when exploration_final_eps is a single value")
             return values, (1.0,)
+        if isinstance(final_eps, np.ndarray):
+            final_eps = final_eps.tolist()
         if isinstance(final_eps, str) or not isinstance(final_eps, Sequence) or len(final_eps) == 0:
             raise TypeError(f"exploration_final_eps must be a number or a non-empty sequence of numbers, got {final_eps!r}")
         values = tuple(check_float("exploration_final_eps", value, 0.0, 1.0) for value in final_eps)
         if probs is None:
+            if values == PAPER_FINAL_EPS:
+                return values, PAPER_FINAL_EPS_PROBS
             return values, tuple([1.0 / len(values)] * len(values))
-        if not isinstance(probs, Sequence) or len(probs) != len(values):
+        if isinstance(probs, np.ndarray):
+            probs = probs.tolist()
+        if isinstance(probs, str) or not isinstance(probs, Sequence):
+            raise TypeError(f"exploration_final_eps_probs must be a sequence of numbers or None, got {probs!r}")
+        if len(probs) != len(values):
             raise ValueError(
-                f"exploration_final_eps_probs must have one probability per value of exploration_final_eps ({len(values)})"
+                f"exploration_final_eps_probs must have one probability per value of exploration_final_eps "
+                f"({len(values)}), got {len(probs)}"
             )
         weights = tuple(check_float("exploration_final_eps_probs", p, 0.0, 1.0) for p in probs)
         if abs(sum(weights) - 1.0) > 1e-6:
             raise ValueError(f"exploration_final_eps_probs must sum to 1, got {sum(weights)}")
         return values, weights
+
+    @classmethod
+    def _loaded_settings(cls, given: dict[str, Any], data: dict[str, Any], what: str) -> dict[str, Any]:
+        given = super()._loaded_settings(given, data, what)
+        given = dict(given)
+        if "exploration_final_eps" in given or "exploration_final_eps_probs" in given:
+            # Checked and stored as the constructor stores them; a value given alone goes with the file's other.
+            final_eps = given.get("exploration_final_eps", data.get("exploration_final_eps"))
+            probs = given["exploration_final_eps_probs"] if "exploration_final_eps_probs" in given else None
+            given["exploration_final_eps"], given["exploration_final_eps_probs"] = cls._check_final_eps(final_eps, probs)
+        # One of the two lengths of the ε schedule replaces the other.
+        if given.get("exploration_steps") is not None:
+            cls._check_one_schedule_length(given.get("exploration_fraction"), given["exploration_steps"])
+            given["exploration_fraction"] = None
+        elif given.get("exploration_fraction") is not None:
+            given["exploration_steps"] = None
+        return given
 
     def _setup_model(self) -> None:
         # OffPolicyAlgorithm._setup_model would allocate a replay buffer: the point of these

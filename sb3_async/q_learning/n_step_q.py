@@ -1,11 +1,12 @@
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.dqn.policies import DQNPolicy
 
-from sb3_async.common.validation import check_int
+from sb3_async.common.validation import Check, check_int
 from sb3_async.q_learning.base import AsyncQLearning, Rollout
 
 
@@ -28,8 +29,12 @@ class AsyncNStepQ(AsyncQLearning):
         (``learning_rate``, ``target_update_interval``, ``exploration_*``, ``loss``, ``n_workers``, ...)
     """
 
+    _rollout_length_setting = "n_steps"
+    _setting_checks: ClassVar[dict[str, Check]] = {**AsyncQLearning._setting_checks, "n_steps": partial(check_int, minimum=1)}
+
     def __init__(self, policy: str | type[DQNPolicy], env: GymEnv | str, n_steps: int = 5, **kwargs: Any) -> None:
         super().__init__(policy, env, rollout_length=check_int("n_steps", n_steps, minimum=1), **kwargs)
+        # After the base class, which sets its own n_steps (SB3's n-step replay, unused here).
         self.n_steps = n_steps
 
     def _targets(self, rollout: Rollout) -> th.Tensor:

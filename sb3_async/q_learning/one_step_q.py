@@ -1,11 +1,12 @@
-from typing import Any
+from functools import partial
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.dqn.policies import DQNPolicy
 
-from sb3_async.common.validation import check_int
+from sb3_async.common.validation import Check, check_int
 from sb3_async.q_learning.base import AsyncQLearning, Rollout
 
 
@@ -26,6 +27,12 @@ class AsyncOneStepQ(AsyncQLearning):
     :param kwargs: The parameters of :class:`~sb3_async.q_learning.base.AsyncQLearning`
         (``learning_rate``, ``target_update_interval``, ``exploration_*``, ``loss``, ``n_workers``, ...)
     """
+
+    _rollout_length_setting = "async_update_freq"
+    _setting_checks: ClassVar[dict[str, Check]] = {
+        **AsyncQLearning._setting_checks,
+        "async_update_freq": partial(check_int, minimum=1),
+    }
 
     def __init__(self, policy: str | type[DQNPolicy], env: GymEnv | str, async_update_freq: int = 5, **kwargs: Any) -> None:
         self.async_update_freq = check_int("async_update_freq", async_update_freq, minimum=1)
