@@ -293,9 +293,9 @@ class HangingEnv(gym.Wrapper):
 
 
 def test_a_worker_hung_in_its_environment_is_ended_and_reported(tmp_path, monkeypatch):
-    from sb3_async.common import pool
+    from sb3_async.common import stop_clock
 
-    monkeypatch.setattr(pool, "STOP_GRACE_SECONDS", 2.0)
+    monkeypatch.setattr(stop_clock, "STOP_GRACE_SECONDS", 2.0)
     model = A3C("MlpPolicy", lambda: HangingEnv(str(tmp_path / "hung")), n_workers=2, seed=0)
     start = time.monotonic()
     with pytest.raises(WorkerError) as error:
@@ -304,6 +304,31 @@ def test_a_worker_hung_in_its_environment_is_ended_and_reported(tmp_path, monkey
     message = str(error.value)
     assert "did not stop within 2 s of the end of training" in message
     assert "in step" in message and "test_failures.py" in message, "the stack it hung in"
+
+
+class SlowEveryTenthStep(gym.Wrapper):
+    """CartPole whose every tenth step takes 1.5 s (a simulator with slow resets, say)."""
+
+    def __init__(self):
+        super().__init__(gym.make("CartPole-v1"))
+        self.calls = 0
+
+    def step(self, action):
+        self.calls += 1
+        if self.calls % 10 == 0:
+            time.sleep(1.5)
+        return super().step(action)
+
+
+def test_a_last_step_as_slow_as_earlier_ones_is_not_taken_for_a_hang(monkeypatch):
+    from sb3_async.common import stop_clock
+
+    # The grace period would end before the last step (the 30th, slow) returns, had the workers not
+    # shown steps as slow before it.
+    monkeypatch.setattr(stop_clock, "STOP_GRACE_SECONDS", 1.0)
+    model = A3C("MlpPolicy", SlowEveryTenthStep, n_workers=1, seed=0)
+    model.learn(30)
+    assert model.num_timesteps == 30
 
 
 @pytest.mark.parametrize("where", ["rewards", "observations"])

@@ -27,6 +27,7 @@ import numpy as np
 import torch as th
 
 from sb3_async.common.signals import deferred_signals, die_with_parent
+from sb3_async.common.stop_clock import StopClock
 from sb3_async.common.worker import WorkerError
 
 __all__ = ["StepBudget", "WorkerContext", "WorkerPool"]
@@ -35,8 +36,6 @@ __all__ = ["StepBudget", "WorkerContext", "WorkerPool"]
 _PARENT_CHECK_EVERY = 64
 # Seconds a worker sleeps between two looks at the step limit while it waits for the main process.
 _WAIT_SLEEP = 0.0005
-# Seconds workers get to stop on their own once asked; then they are reported as hung and ended.
-STOP_GRACE_SECONDS = 10.0
 
 
 class _Orphaned(BaseException):
@@ -80,6 +79,10 @@ class StepBudget:
     def steps_taken(self) -> int:
         """The steps whose environment step has returned."""
         return self.start + int(self._taken.sum())
+
+    def taken_by_worker(self) -> list[int]:
+        """The steps each worker has taken."""
+        return self._taken.tolist()
 
     def count_taken(self, worker_id: int, n_steps: int) -> None:
         self._taken[worker_id] += n_steps
@@ -200,8 +203,8 @@ class WorkerPool:
 
     Use as a context manager: leaving the block stops and reaps every worker, whether the
     block ended normally, by an exception or by ``KeyboardInterrupt``. A worker that does not stop
-    within ``STOP_GRACE_SECONDS`` is ended and reported (with the stack it hung in) as a
-    :class:`WorkerError`.
+    within the grace period of :class:`~sb3_async.common.stop_clock.StopClock` is ended and reported
+    (with the stack it hung in) as a :class:`WorkerError`.
 
     :param target: the worker's main function; runs in the child, with the parent's state forked
     :param seeds: one seed per worker
@@ -234,7 +237,7 @@ class WorkerPool:
         self._errors: dict[int, str] = {}
         self._stack_dir = tempfile.mkdtemp(prefix="sb3_async-")
         # When the workers were asked to stop, or the budget was spent: they have a grace period from then.
-        self._stopping_since: float | None = None
+        self._stop_clock = StopClock(self.n_workers)
 
     def __enter__(self) -> "WorkerPool":
         try:
@@ -289,13 +292,12 @@ class WorkerPool:
         self._note_stopping()
 
     def _note_stopping(self) -> None:
-        if self._stopping_since is None:
-            self._stopping_since = time.monotonic()
+        self._stop_clock.start()
 
     @property
     def overdue(self) -> bool:
-        """True when workers were asked to stop (or the budget was spent) more than ``STOP_GRACE_SECONDS`` ago."""
-        return self._stopping_since is not None and time.monotonic() > self._stopping_since + STOP_GRACE_SECONDS
+        """True when workers were asked to stop (or the budget was spent) longer than the grace period ago."""
+        return self._stop_clock.overdue
 
     @property
     def finished(self) -> bool:
@@ -310,6 +312,7 @@ class WorkerPool:
         :raises WorkerError: if a worker raised an exception or died
         """
         messages = self._drain(timeout)
+        self._stop_clock.observe(self.budget.taken_by_worker())
         if self.budget.stopped or self.budget.global_steps >= self.budget.total:
             self._note_stopping()
         if not self._errors:
@@ -359,15 +362,14 @@ class WorkerPool:
 
     def close(self) -> list[str]:
         """
-        Stop every worker and wait for it. Workers still running ``STOP_GRACE_SECONDS`` after they
-        were asked to stop (or the budget was spent) are ended: SIGTERM, then SIGKILL. Returns a
+        Stop every worker and wait for it. Workers still running a grace period after they were
+        asked to stop (or the budget was spent) are ended: SIGTERM, then SIGKILL. Returns a
         description, with its stack, of each worker that had to be ended.
         """
         self.request_stop()
-        assert self._stopping_since is not None
         problems = []
         with deferred_signals():
-            deadline = self._stopping_since + STOP_GRACE_SECONDS
+            deadline = self._stop_clock.deadline
             while any(p.is_alive() for p in self._processes) and time.monotonic() < deadline:
                 # Keep reading: a worker cannot exit while its queue feeder still has data to write.
                 self._drain(0.05)
@@ -399,6 +401,6 @@ class WorkerPool:
             process.join()
         where = f"; it was at:\n{stack}" if stack else ""
         return (
-            f"Worker {worker_id} (process {process.pid}) did not stop within {STOP_GRACE_SECONDS:g} s of the end "
+            f"Worker {worker_id} (process {process.pid}) did not stop within {self._stop_clock.grace:.3g} s of the end "
             f"of training and was ended{where}"
         )

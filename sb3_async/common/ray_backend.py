@@ -31,14 +31,13 @@ from sb3_async.common.envs import vec_env_chain
 from sb3_async.common.hogwild import copy_module
 from sb3_async.common.local_copy import distinct_state
 from sb3_async.common.ray_worker import WorkerActorBody
+from sb3_async.common.stop_clock import STOP_GRACE_SECONDS, StopClock
 from sb3_async.common.worker import PeriodicCopy, WorkerError
 
 __all__ = ["RayGroup", "require_ray"]
 
 # Rollouts' worth of steps granted ahead to each worker.
 _GRANT_AHEAD = 2
-# Seconds workers get to end after the stop request before their actors are killed.
-STOP_GRACE_SECONDS = 10.0
 
 
 def require_ray() -> Any:
@@ -122,7 +121,7 @@ class RayGroup(WorkerGroup):
         self._version = 0
         self._params_ref: tuple[int, Any] | None = None
         self._stop = False
-        self._stopping_since: float | None = None
+        self._stop_clock = StopClock(len(seeds))
         self._allowed = base_timesteps + slack
         self._normalizers = [n for n in vec_env_chain(algorithm.env) if isinstance(n, VecNormalize)]
         self._monitor_files = _MonitorFiles(algorithm.env)
@@ -180,7 +179,7 @@ class RayGroup(WorkerGroup):
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.request_stop()
-        deadline = (self._stopping_since or time.monotonic()) + STOP_GRACE_SECONDS
+        deadline = self._stop_clock.deadline
         try:
             while exc is None and self._outstanding and len(self._done) < len(self._actors) and time.monotonic() < deadline:
                 self.poll(0.05)
@@ -225,15 +224,14 @@ class RayGroup(WorkerGroup):
 
     @property
     def overdue(self) -> bool:
-        return self._stopping_since is not None and time.monotonic() > self._stopping_since + STOP_GRACE_SECONDS
+        return self._stop_clock.overdue
 
     def allow_up_to(self, handled: int) -> None:
         self._allowed = handled + self._slack
 
     def request_stop(self) -> None:
         self._stop = True
-        if self._stopping_since is None:
-            self._stopping_since = time.monotonic()
+        self._stop_clock.start()
 
     @property
     def copies_done(self) -> dict[str, int]:
@@ -261,8 +259,9 @@ class RayGroup(WorkerGroup):
                 if report is not None:
                     reports.append(report)
             answered.append(worker_id)
-        if self.global_steps >= self._total and self._stopping_since is None:
-            self._stopping_since = time.monotonic()
+        self._stop_clock.observe(self._taken)
+        if self.global_steps >= self._total:
+            self._stop_clock.start()
         for worker_id in answered:
             if worker_id not in self._done:
                 self._send(worker_id)
