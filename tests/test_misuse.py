@@ -191,3 +191,11 @@ def test_set_random_seed_makes_the_workers_repeat_themselves(algo):
 
     first, second = train(), train()
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def test_the_value_based_methods_say_they_have_no_replay_buffer(tmp_path):
+    model = AsyncOneStepQ("MlpPolicy", "CartPole-v1", n_workers=1)
+    with pytest.raises(ValueError, match="AsyncOneStepQ has no replay buffer to save"):
+        model.save_replay_buffer(tmp_path / "buffer")
+    with pytest.raises(ValueError, match="AsyncOneStepQ has no replay buffer to load"):
+        model.load_replay_buffer(tmp_path / "buffer")

@@ -81,6 +81,10 @@ def test_default_config_is_added_only_for_our_algorithms():
     assert with_default_config(["--algo=a3c"]) == ["--algo=a3c", "-conf", str(config_path("a3c"))]
     assert with_default_config([*args, "-conf", "mine.yml"]) == [*args, "-conf", "mine.yml"]
     assert with_default_config(["--algo", "a2c"]) == ["--algo", "a2c"]
+    # Every spelling rl_zoo3's argparse accepts for a config file of the user's, and for --algo.
+    for given in (["-conf=mine.yml"], ["--conf", "mine.yml"], ["--conf-file=mine.yml"]):
+        assert with_default_config([*args, *given]) == [*args, *given]
+    assert with_default_config(["--alg", "a3c"]) == ["--alg", "a3c", "-conf", str(config_path("a3c"))]
 
 
 # The LSTM entry's classic-control task is the one that needs memory: CartPole without velocities.
@@ -181,6 +185,14 @@ def test_launcher_usage():
     result = subprocess.run([sys.executable, "-m", "sb3_async.zoo"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "a3c, a3c_lstm, async_nstep_q, async_onestep_q, async_onestep_sarsa" in result.stdout
+
+
+@pytest.mark.parametrize("algo", ["a3c", "async_nstep_q"])
+def test_save_replay_buffer_is_refused_before_training(algo, tmp_path):
+    command = [sys.executable, "-m", "sb3_async.zoo", "train", "--algo", algo, "--env", "CartPole-v1", "--save-replay-buffer"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and f"{algo} has no replay buffer" in result.stderr
+    assert not (tmp_path / "logs").exists()
 
 
 def test_record_video(tmp_path):

@@ -347,6 +347,14 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         # DQNPolicy's optimizer holds only q_net; the target network is shared explicitly.
         self.policy.q_net_target.share_memory()
 
+    def save_replay_buffer(self, path: Any) -> None:
+        """Refused: there is no replay buffer (SB3's would fail on an assertion)."""
+        raise ValueError(f"{type(self).__name__} has no replay buffer to save: its workers learn from what they play")
+
+    def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
+        """Refused: there is no replay buffer."""
+        raise ValueError(f"{type(self).__name__} has no replay buffer to load into: its workers learn from what they play")
+
     # DQN's ε-greedy predict, with the mean of the workers' current ε as exploration_rate.
     predict = DQN.predict
 

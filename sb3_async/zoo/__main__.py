@@ -12,6 +12,7 @@ One flag is added to ``train``, for any algorithm: ``--ale-vec-env`` builds Atar
     python -m sb3_async.zoo enjoy --algo a3c --env CartPole-v1 -f logs/
 """
 
+import argparse
 import runpy
 import subprocess
 import sys
@@ -66,22 +67,28 @@ COMMANDS: dict[str, Callable[[], None]] = {
 }
 
 
+def _train_options(args: list[str]) -> argparse.Namespace:
+    """
+    The options of rl_zoo3's ``train`` that the launcher acts on, read as rl_zoo3's argparse reads
+    them (``--algo=a3c``, ``-conf=FILE``, ``--conf FILE``, abbreviations); the rest is left to it.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--algo")
+    parser.add_argument("-conf", "--conf-file")
+    parser.add_argument("--save-replay-buffer", action="store_true")
+    return parser.parse_known_args(args)[0]
+
+
 def _algo(args: list[str]) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == "--algo" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--algo="):
-            return arg.split("=", 1)[1]
-    return None
+    return _train_options(args).algo
 
 
 def with_default_config(args: list[str]) -> list[str]:
     """``args`` plus ``-conf zoo_configs/<algo>.yml`` when the algorithm is ours and no ``-conf`` is given."""
-    has_config = any(arg in ("-conf", "--conf-file") or arg.startswith("--conf-file=") for arg in args)
-    algo = _algo(args)
-    if has_config or algo not in ALGOS:
+    options = _train_options(args)
+    if options.conf_file is not None or options.algo not in ALGOS:
         return args
-    return [*args, "-conf", str(config_path(algo))]
+    return [*args, "-conf", str(config_path(options.algo))]
 
 
 def _per_worker_subprocesses() -> None:
@@ -108,8 +115,12 @@ def main(argv: list[str] | None = None) -> None:
 
         use_ale_vec_env()
     if command == "train":
+        options = _train_options(args)
+        if options.algo in ALGOS and options.save_replay_buffer:
+            # The zoo would skip it for A3C and fail after training for the Q methods (before saving VecNormalize).
+            sys.exit(f"--save-replay-buffer: {options.algo} has no replay buffer (its workers learn from what they play)")
         args = with_default_config(args)
-        if _algo(args) in ALGOS:
+        if options.algo in ALGOS:
             _per_worker_subprocesses()
     sys.argv = [f"python -m sb3_async.zoo {command}", *args]
     COMMANDS[command]()
