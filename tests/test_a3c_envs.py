@@ -124,6 +124,27 @@ def test_gsde():
     model.learn(500)
 
 
+def test_gsde_noise_of_a_rollout_is_drawn_from_the_parameters_just_pulled():
+    from sb3_async.common.callbacks import WorkerRolloutCallback
+
+    model = A3C("MlpPolicy", "Pendulum-v1", n_workers=1, use_sde=True)
+    policy = model.policy
+
+    class PullingWorker:
+        def pull(self):  # the shared log_std moved since the last rollout
+            with th.no_grad():
+                policy.log_std += 1.0
+
+    drawn_with = []
+    reset_noise = policy.reset_noise
+    policy.reset_noise = lambda n_envs=1: (drawn_with.append(policy.log_std.detach().clone()), reset_noise(n_envs))
+    callback = WorkerRolloutCallback(PullingWorker(), n_rollout_steps=5)
+    callback.init_callback(model)
+    before = policy.log_std.detach().clone()
+    callback.on_rollout_start()
+    assert len(drawn_with) == 1 and th.equal(drawn_with[0], before + 1.0)
+
+
 def test_cnn_policy_on_an_image_env():
     env = FakeImageEnv(screen_height=40, screen_width=40, n_channels=1)
     model = A3C("CnnPolicy", env, n_workers=2, seed=0, policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=32)))

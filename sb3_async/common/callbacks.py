@@ -26,6 +26,10 @@ class WorkerRolloutCallback(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         self._worker.pull()
+        model = self.model
+        if model.use_sde:
+            # SB3 drew the rollout's gSDE noise before this call, from the parameters before the pull.
+            model.policy.reset_noise(model.env.num_envs)
 
     def _on_step(self) -> bool:
         dones = self.locals["dones"]
