@@ -115,15 +115,19 @@ def test_a_file_whose_bytes_changed_names_the_damaged_entry(tmp_path):
         A3C.load(tmp_path / "damaged.zip")
 
 
-def test_exploration_follows_a_fraction_of_each_budget_by_default():
+def test_exploration_follows_a_fraction_of_the_budget_by_default_and_goes_on_when_resumed():
     model = AsyncNStepQ("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2), n_workers=2, seed=0, exploration_final_eps=0.05)
     assert model.exploration_fraction == 0.1 and model.exploration_steps is None
     model.learn(2_000)
-    # DQN's schedule: from 1 to the final value over the first 10% of this learn() call.
+    # DQN's schedule: from 1 to the final value over the first 10% of the budget.
     assert model._epsilon(0.05, 0) == 1.0
     assert model._epsilon(0.05, 100) == pytest.approx(1.0 - 0.5 * 0.95)
     assert model._epsilon(0.05, 1_500) == pytest.approx(0.05)
     assert model.exploration_rate == pytest.approx(0.05)
+    # Resumed, it goes on at the final value, as DQN does (the schedule spans the whole budget from T = 0).
+    model.learn(2_000, reset_num_timesteps=False)
+    assert model._epsilon(0.05, 2_000) == pytest.approx(0.05)
+    assert model._epsilon(0.05, 200) == pytest.approx(1.0 - 0.5 * 0.95)
     paper = AsyncNStepQ("MlpPolicy", "CartPole-v1", n_workers=2, exploration_steps=1_000)
     assert paper.exploration_fraction is None
     with pytest.raises(ValueError, match="give one of them"):

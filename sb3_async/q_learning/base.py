@@ -276,7 +276,7 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         if exploration_steps is not None and exploration_fraction is not None:
             raise ValueError(
                 "exploration_fraction and exploration_steps both set the length of the ε schedule: give one of them "
-                "(exploration_fraction: a share of each learn() budget, as DQN's; "
+                "(exploration_fraction: a share of the training budget, as DQN's; "
                 "exploration_steps: global steps, as the paper's)"
             )
 
@@ -378,9 +378,10 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
             length = self.exploration_steps
             start = 0
         else:
-            # DQN's schedule: a fraction of this learn() call's budget.
-            length = self.exploration_fraction * (self._total_timesteps - self._num_timesteps_at_start)  # type: ignore[operator]
-            start = self._num_timesteps_at_start
+            # DQN's schedule: a fraction of the budget, counted from T = 0 as DQN's progress is, so
+            # that learn(..., reset_num_timesteps=False) goes on at the final ε instead of starting again.
+            length = self.exploration_fraction * self._total_timesteps  # type: ignore[operator]
+            start = 0
         if length <= 0:
             return final_eps
         progress_remaining = 1.0 - min(1.0, max(0.0, (global_steps - start) / length))
