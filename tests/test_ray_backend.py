@@ -140,6 +140,11 @@ def test_an_env_that_cannot_be_sent_says_what_to_pass_instead(cluster):
     # An env id or a callable works, even when what it builds cannot be pickled: each actor builds its own.
     A3C("MlpPolicy", "CartPole-v1", n_workers=2, backend="ray").learn(500)
     A3C("MlpPolicy", _Unpicklable, n_workers=2, backend="ray").learn(500)
+    # Something else that cannot be sent is named: a schedule holding a lock.
+    lock = threading.Lock()
+    schedule = lambda progress: 7e-4 if lock else 0.0  # noqa: E731
+    with pytest.raises(ValueError, match="its attribute 'learning_rate' cannot be pickled"):
+        A3C("MlpPolicy", "CartPole-v1", n_workers=2, backend="ray", learning_rate=schedule).learn(500)
 
 
 class _CrashingEnv(gym.Wrapper):
@@ -170,6 +175,30 @@ def test_worker_errors_and_killed_actors_are_raised_and_nothing_is_left(cluster)
     with pytest.raises(WorkerError, match="Worker 0 failed: its Ray actor died"):
         model.learn(1_000_000, callback=KillOne())
     assert not _alive_actors()
+
+
+def test_a_hung_actor_is_ended_and_reported(cluster, tmp_path, monkeypatch):
+    from sb3_async.common import stop_clock
+    from tests.test_failures import HangingEnv
+
+    monkeypatch.setattr(stop_clock, "STOP_GRACE_SECONDS", 2.0)
+    flag = str(tmp_path / "hung")
+    model = A3C("MlpPolicy", lambda: HangingEnv(flag), n_workers=2, seed=0, backend="ray")
+    with pytest.raises(WorkerError, match="did not stop within 2 s of the end of training and its Ray actor was ended"):
+        model.learn(3_000)
+    assert _alive_actors() == []
+
+
+def test_a_worker_that_cannot_start_is_reported(cluster, monkeypatch):
+    from sb3_async.common import stop_clock
+
+    monkeypatch.setattr(stop_clock, "STOP_GRACE_SECONDS", 2.0)
+    # Three actors of one CPU each on a cluster of two CPUs: one waits for a CPU that does not come.
+    model = A3C("MlpPolicy", "CartPole-v1", n_workers=3, seed=0, backend="ray")
+    with pytest.warns(UserWarning, match="n_workers=3 but the Ray cluster has 2 CPUs"):
+        with pytest.raises(WorkerError, match=r"Worker \d never started within 2 s of the end of training"):
+            model.learn(1_000)
+    assert _alive_actors() == []
 
 
 def test_keyboard_interrupt_stops_the_actors(cluster):

@@ -61,16 +61,47 @@ def dumps(obj: Any, what: str) -> bytes:
     :param what: what ``obj`` is, for the error message
     :raises ValueError: if something in ``obj`` cannot be sent
     """
-    buffer = io.BytesIO()
     try:
-        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        return _dump(obj)
     except Exception as error:
+        culprit = _unpicklable_attribute(obj)
+        if culprit == "_env_source":
+            raise ValueError(
+                f"the callable that builds the environment cannot be sent to workers in other processes "
+                f"({type(error).__name__}: {error}): it may only refer to what can be pickled (no locks, open files "
+                "or environments built already), or use backend='local'"
+            ) from error
+        if culprit is not None and culprit not in _ENV_ATTRIBUTES:
+            raise ValueError(
+                f"{what} cannot be sent to workers in other processes: its attribute {culprit!r} cannot be pickled "
+                f"({type(error).__name__}: {error}); make it picklable (no locks or open files), "
+                "or use backend='local'"
+            ) from error
         raise ValueError(
             f"{what} cannot be sent to workers in other processes ({type(error).__name__}: {error}). "
             "With backend='ray', pass the environment as an env id or as a callable that builds it "
             "(e.g. lambda: make_vec_env(...)), or use backend='local'"
         ) from error
+
+
+# The attributes of an algorithm that hold its environment.
+_ENV_ATTRIBUTES = ("env", "_vec_normalize_env")
+
+
+def _dump(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
     return buffer.getvalue()
+
+
+def _unpicklable_attribute(obj: Any) -> str | None:
+    """The name of the first attribute of ``obj`` that cannot be pickled, if any."""
+    for name, value in getattr(obj, "__dict__", {}).items():
+        try:
+            _dump(value)
+        except Exception:
+            return name
+    return None
 
 
 def loads(data: bytes) -> Any:

@@ -118,6 +118,8 @@ class RayGroup(WorkerGroup):
         self._acknowledged = [0] * len(seeds)
         self._sent_version = [-1] * len(seeds)
         self._done: set[int] = set()
+        # Workers whose actors have sent anything: they started.
+        self._heard: set[int] = set()
         self._version = 0
         self._params_ref: tuple[int, Any] | None = None
         self._stop = False
@@ -151,6 +153,12 @@ class RayGroup(WorkerGroup):
         for copy in self._algorithm._periodic_copies():
             self._copies.append((copy, (self._base // copy.interval + 1) * copy.interval))
             self._copies_done[copy.target] = 0
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < len(self._seeds):
+            warnings.warn(
+                f"n_workers={len(self._seeds)} but the Ray cluster has {cpus:g} CPUs: each worker's actor takes one, "
+                "and workers without one start only when one is free (or never)"
+            )
         payload = self._payload()
         actor_class = ray.remote(num_cpus=1, max_restarts=0)(WorkerActorBody)
         for worker_id, seed in enumerate(self._seeds):
@@ -180,13 +188,31 @@ class RayGroup(WorkerGroup):
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.request_stop()
         deadline = self._stop_clock.deadline
+        failure: WorkerError | None = None
         try:
             while exc is None and self._outstanding and len(self._done) < len(self._actors) and time.monotonic() < deadline:
                 self.poll(0.05)
-        except WorkerError:
-            pass
+        except WorkerError as error:
+            failure = error
         finally:
             self._kill()
+        if exc is not None:
+            return
+        if failure is not None:
+            raise failure
+        unfinished = [worker_id for worker_id in range(len(self._actors)) if worker_id not in self._done]
+        if unfinished:
+            raise WorkerError("\n\n".join(self._unfinished(worker_id) for worker_id in unfinished))
+
+    def _unfinished(self, worker_id: int) -> str:
+        """Why an actor that did not finish was ended (its stack cannot be had from Ray)."""
+        grace = f"{self._stop_clock.grace:.3g} s"
+        if worker_id not in self._heard:
+            return (
+                f"Worker {worker_id} never started within {grace} of the end of training and its Ray actor was "
+                "ended: the cluster had no free CPU for it, or building it (its environment) took that long"
+            )
+        return f"Worker {worker_id} did not stop within {grace} of the end of training and its Ray actor was ended"
 
     def _kill(self) -> None:
         """Kill every actor and wait until Ray reports each one dead (its calls fail)."""
@@ -254,6 +280,7 @@ class RayGroup(WorkerGroup):
                 messages = ray.get(ref)
             except self._ray.exceptions.RayActorError as error:
                 raise WorkerError(f"Worker {worker_id} failed: its Ray actor died ({error})") from error
+            self._heard.add(worker_id)  # it answered: its actor was built
             for message in messages:
                 report = self._handle(worker_id, message)
                 if report is not None:
