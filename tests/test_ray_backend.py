@@ -177,6 +177,7 @@ def test_worker_errors_and_killed_actors_are_raised_and_nothing_is_left(cluster)
     assert not _alive_actors()
 
 
+@pytest.mark.timeout(180)
 def test_a_hung_actor_is_ended_and_reported(cluster, tmp_path, monkeypatch):
     from sb3_async.common import stop_clock
     from tests.test_failures import HangingEnv
@@ -189,6 +190,7 @@ def test_a_hung_actor_is_ended_and_reported(cluster, tmp_path, monkeypatch):
     assert _alive_actors() == []
 
 
+@pytest.mark.timeout(180)
 def test_a_worker_that_cannot_start_is_reported(cluster, monkeypatch):
     from sb3_async.common import stop_clock
 

@@ -101,8 +101,10 @@ class RayGroup(WorkerGroup):
         self._seeds = seeds
         self._base = base_timesteps
         self._total = total_timesteps
-        self._slack = slack
         self._rollout = algorithm._rollout_steps()
+        # Grants run ahead of the steps taken: without room for one worker's grants on top, a worker
+        # hung while holding them would leave the others none, and the run would wait forever.
+        self._slack = slack + _GRANT_AHEAD * self._rollout
         self._n_envs = algorithm.n_envs
         policy = algorithm.policy
         self._state = [tensor for _, tensor in distinct_state(policy)]
@@ -124,7 +126,7 @@ class RayGroup(WorkerGroup):
         self._params_ref: tuple[int, Any] | None = None
         self._stop = False
         self._stop_clock = StopClock(len(seeds))
-        self._allowed = base_timesteps + slack
+        self._allowed = base_timesteps + self._slack
         self._normalizers = [n for n in vec_env_chain(algorithm.env) if isinstance(n, VecNormalize)]
         self._monitor_files = _MonitorFiles(algorithm.env)
         #: Updates applied, bytes received (gradients) and sent (parameters) in this run.
