@@ -15,6 +15,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
@@ -240,3 +241,22 @@ def test_the_zoo_trains_with_the_ray_backend(tmp_path):
     assert (run / "CartPole-v1.zip").is_file()
     episodes = sum(len(path.read_text().splitlines()) - 2 for path in run.glob("*.monitor.csv"))
     assert episodes > 10
+
+
+def test_batch_norm_statistics_of_the_actors_reach_the_learner(cluster):
+    from tests.test_sb3_contract import BatchNormExtractor
+
+    model = A3C(
+        "MlpPolicy",
+        make_vec_env("CartPole-v1", n_envs=2, seed=0),
+        n_workers=2,
+        backend="ray",
+        seed=0,
+        policy_kwargs=dict(features_extractor_class=BatchNormExtractor, net_arch=[]),
+    )
+    (norm,) = [m for m in model.policy.modules() if isinstance(m, th.nn.BatchNorm1d)]
+    model.learn(2_000)
+    # The learner applies every update it receives, one at a time: no change is lost.
+    assert norm.num_batches_tracked == model._n_updates > 0
+    assert not th.allclose(norm.running_mean, th.zeros(8))
+    assert th.all(norm.running_var > 0)

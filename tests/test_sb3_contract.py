@@ -24,6 +24,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from torch import nn
 
 from sb3_async import A3C, AsyncNStepQ, AsyncOneStepQ, AsyncOneStepSarsa
+from sb3_async.common.local_copy import LocalCopy
 
 Q_ALGOS = [AsyncNStepQ, AsyncOneStepQ, AsyncOneStepSarsa]
 
@@ -109,6 +110,35 @@ def test_batch_norm_statistics_reach_the_shared_model_and_acting_is_in_eval_mode
     batch = model.predict(observations, deterministic=True)[0]
     one = np.array([model.predict(obs[None], deterministic=True)[0][0] for obs in observations])
     np.testing.assert_array_equal(batch, one)
+
+
+def test_a_stale_worker_update_keeps_the_shared_running_variance_positive():
+    model = A3C(
+        "MlpPolicy",
+        make_vec_env("CartPole-v1", n_envs=1),
+        seed=0,
+        policy_kwargs=dict(features_extractor_class=BatchNormExtractor),
+    )
+    (shared_norm,) = _batch_norms(model)
+    worker = LocalCopy(model.policy)
+    with th.no_grad():
+        shared_norm.running_var.fill_(100.0)
+        worker.pull()
+        (local_norm,) = [m for m in worker.module.modules() if isinstance(m, nn.BatchNorm1d)]
+        # Three training batches of (nearly) constant observations: the worker's variance decays
+        # towards 0 from the 100 it pulled, by 100 * (1 - 0.9 ** 3) = 27.1.
+        local_norm.train()
+        for _ in range(3):
+            local_norm(th.ones(4, 8) + 1e-3 * th.randn(4, 8))
+        # Meanwhile other workers lowered the shared variance to 1.
+        shared_norm.running_var.fill_(1.0)
+        worker.push_buffers()
+    # Adding the worker's change (-27.1) would give -26.1, NaN in evaluation; its three batches
+    # averaged into the shared 1 give 0.729 plus the batches' small share.
+    assert th.all(shared_norm.running_var > 0.7) and th.all(shared_norm.running_var < 0.75)
+    assert shared_norm.num_batches_tracked == 3
+    model.policy.set_training_mode(False)
+    assert th.isfinite(shared_norm(th.randn(4, 8))).all()
 
 
 # --- test_save_load.py: load with the policy_kwargs the model was built with ---------------

@@ -1,11 +1,9 @@
 """A worker's private copy of a shared module (the paper's thread-specific parameters θ').
 
 The worker computes gradients on its private copy and applies them to the shared parameters
-with the shared optimizer, without a lock (Hogwild). Buffers (BatchNorm's running statistics)
-change in the forward passes of training, not through gradients: what a worker's update changed
-in them is added to the shared buffers with the update, without a lock like the parameters' update:
-two workers adding at the same moment can lose one's change (a rare, small error in a running
-statistic).
+with the shared optimizer, without a lock (Hogwild). What its update changed in the buffers
+(BatchNorm's running statistics) is applied to the shared buffers with the update
+(:mod:`sb3_async.common.buffer_changes`).
 """
 
 import copy
@@ -15,6 +13,7 @@ from typing import Any
 import torch as th
 from stable_baselines3.common.policies import BasePolicy
 
+from sb3_async.common.buffer_changes import BufferChanges, apply_buffer_changes
 from sb3_async.common.worker import check_finite_gradients
 
 __all__ = ["HogwildOptimizer", "LocalCopy", "distinct_state"]
@@ -121,12 +120,12 @@ class LocalCopy:
         parameter_ids = {id(p) for p in shared.parameters()}
         #: ``(local, shared, name)`` for every parameter the optimizer updates.
         self.parameter_pairs = [sync[id(param)] for group in shared_optimizer.param_groups for param in group["params"]]
-        # Buffers the local copy changes itself (BatchNorm's running statistics), with their value at the last pull.
-        self._buffers = [
-            (local, shared_tensor, local.clone())
-            for local, shared_tensor, _ in sync.values()
-            if id(shared_tensor) not in parameter_ids
+        # Buffers the local copy changes itself (BatchNorm's running statistics).
+        buffer_pairs = [
+            (local, shared_tensor) for local, shared_tensor, _ in sync.values() if id(shared_tensor) not in parameter_ids
         ]
+        self._shared_buffers = [shared_tensor for _, shared_tensor in buffer_pairs]
+        self._buffer_changes = BufferChanges(self.module, [local for local, _ in buffer_pairs])
         self.module.optimizer = HogwildOptimizer(shared_optimizer, self, after_step)  # type: ignore[assignment]
 
     @th.no_grad()
@@ -134,15 +133,11 @@ class LocalCopy:
         """Copy the shared parameters and buffers into the local copy (θ' = θ)."""
         for local, shared in self._sync:
             local.copy_(shared)
-        for local, _, pulled in self._buffers:
-            pulled.copy_(local)
+        self._buffer_changes.mark()
 
-    @th.no_grad()
     def push_buffers(self) -> None:
-        """Add what the local buffers changed since the last pull to the shared buffers."""
-        for local, shared, pulled in self._buffers:
-            shared.add_(local - pulled)
-            pulled.copy_(local)
+        """Apply what the local buffers changed since the last push or pull to the shared buffers."""
+        apply_buffer_changes(self._shared_buffers, self._buffer_changes.take())
 
     def check_gradients(self) -> None:
         """Raise :class:`~sb3_async.common.worker.NonFiniteError` if a gradient holds NaN or infinity."""

@@ -27,6 +27,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_async.common import portable
 from sb3_async.common.backend import WorkerGroup
+from sb3_async.common.buffer_changes import apply_buffer_changes
 from sb3_async.common.envs import vec_env_chain
 from sb3_async.common.hogwild import copy_module
 from sb3_async.common.local_copy import distinct_state
@@ -325,9 +326,7 @@ class RayGroup(WorkerGroup):
         algorithm.policy.optimizer.step()
         for param in self._parameters:
             param.grad = None
-        with th.no_grad():
-            for buffer, delta in zip(self._buffers, message["buffers"]):
-                buffer.add_(th.from_numpy(delta))
+        apply_buffer_changes(self._buffers, [(decay, th.from_numpy(offset)) for decay, offset in message["buffers"]])
         # After the update, as in Algorithm S2; T may have passed the multiple during the rollout.
         for index, (copy, next_multiple) in enumerate(self._copies):
             if self.global_steps >= next_multiple:

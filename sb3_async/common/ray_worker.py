@@ -21,6 +21,7 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_async.common import portable
+from sb3_async.common.buffer_changes import BufferChanges
 from sb3_async.common.envs import vec_env_chain
 from sb3_async.common.local_copy import distinct_state
 from sb3_async.common.reporting import WorkerReporter
@@ -133,7 +134,7 @@ class RayWorker(Worker):
         policy = algorithm.policy
         self._state = [tensor for _, tensor in distinct_state(policy)]
         parameter_ids = {id(p) for p in policy.parameters()}
-        self._buffers = [(t, t.detach().clone()) for t in self._state if id(t) not in parameter_ids]
+        self._buffer_changes = BufferChanges(policy, [t for t in self._state if id(t) not in parameter_ids])
         names = {id(p): name for name, p in policy.named_parameters()}
         parameters = [(names[id(p)], p) for group in policy.optimizer.param_groups for p in group["params"]]
         groups = [{key: value for key, value in group.items() if key != "params"} for group in policy.optimizer.param_groups]
@@ -179,8 +180,7 @@ class RayWorker(Worker):
         with th.no_grad():
             for tensor, value in zip(self._state, state):
                 tensor.copy_(th.from_numpy(value))
-        for local, pulled in self._buffers:
-            pulled.copy_(local)
+        self._buffer_changes.mark()
         self._version = version
 
     def reserve(self, n_steps: int) -> bool:
@@ -210,12 +210,8 @@ class RayWorker(Worker):
     # -- messages --
 
     def send_update(self, grads: list[np.ndarray]) -> None:
-        deltas = []
-        with th.no_grad():
-            for local, pulled in self._buffers:
-                deltas.append((local - pulled).numpy().copy())
-                pulled.copy_(local)
-        self._post("update", grads=grads, buffers=deltas)
+        buffers = [(decay, offset.numpy().copy()) for decay, offset in self._buffer_changes.take()]
+        self._post("update", grads=grads, buffers=buffers)
         self._mailbox.sent_updates += 1
         # Bound the staleness: wait while too many of this worker's gradients are not yet applied.
         while self._mailbox.sent_updates - self._acknowledged > _MAX_IN_FLIGHT:
