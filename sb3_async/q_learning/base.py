@@ -135,12 +135,16 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         three values, uniform otherwise; not used when ``exploration_final_eps`` is a single value
     :param exploration_steps: Global steps over which each worker anneals its ε linearly from
         ``exploration_initial_eps`` to its final value (the paper: 4 million frames, 1 million steps)
+    :param exploration_fraction: The same as a fraction of the ``total_timesteps`` given to ``learn``
+        (DQN's argument). Give at most one of the two; with neither, ``exploration_fraction`` is 0.1
     :param loss: ``"huber"`` (as SB3's DQN) or ``"mse"`` (the paper's squared error)
     :param max_grad_norm: The maximum norm of each worker's gradient (clipped before it is applied)
     :param rms_prop_eps: RMSprop epsilon, as A2C's: PyTorch's RMSprop adds it outside the square root
     :param use_rms_prop: Whether to use RMSprop (decay 0.99, statistics shared by all workers) or Adam
         (ignored when ``policy_kwargs`` sets ``optimizer_class``)
     :param n_workers: Number of worker processes (default: the number of usable CPUs)
+    :param backend: What runs the workers: ``"local"`` (processes on this machine sharing the model's
+        memory, Hogwild) or ``"ray"`` (Ray actors, on the machines of a Ray cluster; needs ``sb3-async[ray]``)
     :param stats_window_size: Window size for the rollout logging, in episodes (all workers together)
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to be passed to the policy on creation
