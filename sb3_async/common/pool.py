@@ -181,6 +181,8 @@ def _worker_entry(target: Callable[[WorkerContext], None], context: WorkerContex
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     stack_file = open(context.stack_file, "w")
     faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
+    # A crash in native code (a simulator's segfault) leaves its stack for the main process's report.
+    faulthandler.enable(file=stack_file, all_threads=True)
     # Must come before the first torch op: a forked child hangs in intra-op parallel code
     # if the parent already used its thread pool, and one thread per worker avoids
     # oversubscribing the cores.
@@ -235,6 +237,8 @@ class WorkerPool:
         self._processes: list[Any] = []
         self._finished: set[int] = set()
         self._errors: dict[int, str] = {}
+        # Workers whose error has been raised to the user (close() reports the others).
+        self._reported: set[int] = set()
         self._stack_dir = tempfile.mkdtemp(prefix="sb3_async-")
         # When the workers were asked to stop, or the budget was spent: they have a grace period from then.
         self._stop_clock = StopClock(self.n_workers)
@@ -319,6 +323,7 @@ class WorkerPool:
             self._detect_deaths()
         if self._errors:
             worker_id, text = min(self._errors.items())
+            self._reported.update(self._errors)
             raise WorkerError(f"Worker {worker_id} failed:\n{text}")
         return messages
 
@@ -356,6 +361,9 @@ class WorkerPool:
             code = process.exitcode
             if code is not None and code < 0:
                 reason = f"was killed by signal {signal.Signals(-code).name}"
+                stack = self._read_stack(worker_id)
+                if stack:
+                    reason += f"; its stack:\n{stack}"
             else:
                 reason = f"exited with code {code} without reporting an error"
             self._errors[worker_id] = f"worker process {process.pid} {reason}"
@@ -364,7 +372,8 @@ class WorkerPool:
         """
         Stop every worker and wait for it. Workers still running a grace period after they were
         asked to stop (or the budget was spent) are ended: SIGTERM, then SIGKILL. Returns a
-        description, with its stack, of each worker that had to be ended.
+        description of each worker that had to be ended (with the stack it hung in) and of each
+        error not yet raised (a worker that failed while stopping).
         """
         self.request_stop()
         problems = []
@@ -373,10 +382,20 @@ class WorkerPool:
             while any(p.is_alive() for p in self._processes) and time.monotonic() < deadline:
                 # Keep reading: a worker cannot exit while its queue feeder still has data to write.
                 self._drain(0.05)
+            ended = set()
             for worker_id, process in enumerate(self._processes):
                 if process.is_alive():
                     problems.append(self._end_hung_worker(worker_id, process))
+                    ended.add(worker_id)
             self._drain(0)
+            self._finished.update(ended)  # reported above: not again as a death
+            self._detect_deaths()
+            problems += [
+                f"Worker {worker_id} failed:\n{text}"
+                for worker_id, text in sorted(self._errors.items())
+                if worker_id not in self._reported
+            ]
+            self._reported.update(self._errors)
         self._queue.close()
         self._queue.join_thread()
         for name in os.listdir(self._stack_dir):
@@ -384,14 +403,20 @@ class WorkerPool:
         os.rmdir(self._stack_dir)
         return problems
 
+    def _read_stack(self, worker_id: int) -> str:
+        """What the worker's fault handler wrote (the stack it was dumped or crashed in), or ''."""
+        try:
+            with open(os.path.join(self._stack_dir, f"worker-{worker_id}.stack")) as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+
     def _end_hung_worker(self, worker_id: int, process: Any) -> str:
-        stack_file = os.path.join(self._stack_dir, f"worker-{worker_id}.stack")
         stack = ""
         try:
             os.kill(process.pid, signal.SIGUSR1)
             time.sleep(0.2)
-            with open(stack_file) as f:
-                stack = f.read().strip()
+            stack = self._read_stack(worker_id)
         except OSError:
             pass
         process.terminate()
