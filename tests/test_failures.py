@@ -417,3 +417,111 @@ def test_a_fork_failing_part_way_leaves_no_worker(monkeypatch):
     with pytest.raises(OSError, match="Cannot allocate memory"):
         model.learn(10_000)
     assert not live_children()
+
+
+class FailsOnceStopped(gym.Wrapper):
+    """CartPole whose steps take 0.2 s; a step that ends after ``flag`` exists raises (any crash while stopping)."""
+
+    def __init__(self, flag: str):
+        super().__init__(gym.make("CartPole-v1"))
+        self.flag = flag
+
+    def step(self, action):
+        time.sleep(0.2)
+        if os.path.exists(self.flag):
+            raise RuntimeError("crashed in the step that was under way when training was stopped")
+        return super().step(action)
+
+
+def test_a_worker_failing_after_a_callback_stopped_training_is_reported(tmp_path):
+    flag = str(tmp_path / "stopped")
+
+    class Stop(BaseCallback):
+        def _on_step(self) -> bool:
+            open(flag, "w").close()
+            return False
+
+    model = A3C("MlpPolicy", lambda: FailsOnceStopped(flag), n_workers=2, seed=0)
+    # The workers are in their (slow) step when the callback stops training: they raise on the way out.
+    with pytest.raises(WorkerError, match="crashed in the step that was under way"):
+        model.learn(1_000_000, callback=Stop())
+
+
+class SegfaultEnv(gym.Wrapper):
+    """CartPole whose 30th step crashes the process in native code (a simulator's segfault)."""
+
+    def __init__(self):
+        super().__init__(gym.make("CartPole-v1"))
+        self.calls = 0
+
+    def step(self, action):
+        self.calls += 1
+        if self.calls == 30:
+            import ctypes
+
+            ctypes.string_at(0)
+        return super().step(action)
+
+
+def test_a_worker_crashing_in_native_code_reports_the_python_stack_it_crashed_in():
+    model = A3C("MlpPolicy", SegfaultEnv, n_workers=2, seed=0)
+    with pytest.raises(WorkerError) as error:
+        model.learn(100_000)
+    message = str(error.value)
+    assert "killed by signal SIGSEGV" in message
+    assert "in step" in message and "test_failures.py" in message
+
+
+class FailingInWorkers(gym.Wrapper):
+    """CartPole that cannot be built (``where="init"``) or reset (``"reset"``) outside ``main_pid``'s own env processes."""
+
+    def __init__(self, where: str, main_pid: int):
+        super().__init__(gym.make("CartPole-v1"))
+        self.where, self.in_worker = where, os.getppid() != main_pid
+        if where == "init" and self.in_worker:
+            raise RuntimeError("the simulator could not start on purpose")
+
+    def reset(self, **kwargs):
+        if self.where == "reset" and self.in_worker:
+            raise RuntimeError("the simulator could not reset on purpose")
+        return super().reset(**kwargs)
+
+
+@pytest.mark.parametrize("where", ["init", "reset"])
+@pytest.mark.parametrize("which", [0, 1], ids=["first env", "second env"])
+def test_an_environment_process_failing_to_start_or_reset_carries_its_traceback(where, which):
+    from functools import partial
+
+    from sb3_async.common.envs import PerWorkerSubprocVecEnv
+
+    fns = [partial(gym.make, "CartPole-v1"), partial(gym.make, "CartPole-v1")]
+    fns[which] = partial(FailingInWorkers, where, os.getpid())
+    env = PerWorkerSubprocVecEnv(fns, start_method="fork")
+    model = A3C("MlpPolicy", env, n_workers=2, seed=0)
+    start = time.monotonic()
+    with pytest.raises(WorkerError) as error:
+        model.learn(10_000)
+    assert time.monotonic() - start < 30, "not waited on until the grace period ends"
+    message = str(error.value)
+    assert f"the simulator could not {'start' if where == 'init' else 'reset'} on purpose" in message
+    assert f"the process of environment {which}" in message
+    env.close()
+
+
+class RecordsClose(gym.Wrapper):
+    def __init__(self, directory: str):
+        super().__init__(gym.make("CartPole-v1"))
+        self.directory = directory
+
+    def close(self):
+        open(os.path.join(self.directory, str(os.getpid())), "a").close()
+        super().close()
+
+
+def test_every_worker_closes_its_environments(tmp_path):
+    model = A3C("MlpPolicy", lambda: RecordsClose(str(tmp_path)), n_workers=2, seed=0)
+    model.learn(500)
+    # The environments may have started processes or files of their own in each worker.
+    closed_in = {int(name) for name in os.listdir(tmp_path)}
+    assert os.getpid() not in closed_in and len(closed_in) == 2
+    model.env.close()

@@ -11,7 +11,6 @@ from typing import Any
 
 import gymnasium as gym
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecEnvWrapper
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 __all__ = [
     "PerWorkerSubprocVecEnv",
@@ -58,14 +57,40 @@ class RebuiltPerWorker:
         raise NotImplementedError
 
 
+class _WatchedConnection:
+    """One end of a pipe whose ``recv`` first calls ``wait_for(connection)`` (which may raise)."""
+
+    def __init__(self, connection: multiprocessing.connection.Connection, wait_for: Callable[[Any], None]) -> None:
+        self._connection = connection
+        self._wait_for = wait_for
+
+    def recv(self) -> Any:
+        self._wait_for(self._connection)
+        return self._connection.recv()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+    def __reduce__(self) -> tuple[Callable[[Any], Any], tuple[Any]]:
+        # SB3 hands each environment process its parent's end too (to close it): it travels as the
+        # plain connection (with "spawn" and "forkserver", pickled).
+        return _same, (self._connection,)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
 class PerWorkerSubprocVecEnv(RebuiltPerWorker, SubprocVecEnv):
     """
     A ``SubprocVecEnv`` that keeps its environment factories, so that every worker can start
     sub-processes of its own: pass it (or ``vec_env_cls=PerWorkerSubprocVecEnv`` to
     ``make_vec_env``) where a ``SubprocVecEnv`` is wanted. The main process keeps the original.
 
-    When an environment process dies (its environment raised), ``step`` raises a ``RuntimeError``
-    holding that process's traceback, instead of SB3's bare ``EOFError`` (or waiting for ever).
+    When an environment process dies (its environment raised while being built, reset or
+    stepped), the call waiting for it raises a ``RuntimeError`` holding that process's traceback,
+    instead of SB3's bare ``EOFError`` or ``ConnectionResetError`` (or waiting for ever: the pipe of
+    a dead process stays open while the other environment processes hold a copy of it).
 
     :param env_fns: callables that each build one environment
     :param start_method: the multiprocessing start method of the sub-processes
@@ -79,6 +104,16 @@ class PerWorkerSubprocVecEnv(RebuiltPerWorker, SubprocVecEnv):
         multiprocessing.util.register_after_fork(self, PerWorkerSubprocVecEnv._keep_stderr)
         super().__init__(self.env_fns, start_method)
 
+    # SubprocVecEnv's __init__ sets ``remotes`` and already waits on them (the spaces, ``render_mode``):
+    # every connection is watched from the moment it is set.
+    @property  # type: ignore[override]
+    def remotes(self) -> list["_WatchedConnection"]:
+        return self._watched_remotes
+
+    @remotes.setter
+    def remotes(self, connections: Sequence[multiprocessing.connection.Connection]) -> None:
+        self._watched_remotes = [_WatchedConnection(connection, self._wait_for) for connection in connections]
+
     def fresh_copy(self) -> "PerWorkerSubprocVecEnv":
         # fork: a forked worker inherits the main process's forkserver bookkeeping, which
         # it cannot use (the server is not its child), and spawn would re-import everything.
@@ -87,16 +122,12 @@ class PerWorkerSubprocVecEnv(RebuiltPerWorker, SubprocVecEnv):
     def _keep_stderr(self) -> None:
         sys.stderr = _Tee(sys.stderr, os.path.join(self._stderr_dir, f"{os.getpid()}.err"))
 
-    def step_wait(self) -> VecEnvStepReturn:
-        # Wait for every result, or for an environment process to die, whichever comes first.
-        pending = {remote for remote in self.remotes}
+    def _wait_for(self, connection: multiprocessing.connection.Connection) -> None:
+        """Wait until ``connection`` has data to read, or raise when an environment process dies first."""
         sentinels = {process.sentinel: process for process in self.processes}
-        while pending:
-            for ready in multiprocessing.connection.wait([*pending, *sentinels]):
-                if ready in sentinels:
-                    self._raise_for_dead_process(sentinels[ready])
-                pending.discard(ready)  # type: ignore[arg-type]
-        return super().step_wait()
+        for ready in multiprocessing.connection.wait([connection, *sentinels]):
+            if ready in sentinels:
+                self._raise_for_dead_process(sentinels[ready])
 
     def _raise_for_dead_process(self, process: Any) -> None:
         process.join(1.0)
@@ -121,25 +152,23 @@ class PerWorkerSubprocVecEnv(RebuiltPerWorker, SubprocVecEnv):
         shutil.rmtree(self._stderr_dir, ignore_errors=True)
 
 
-def rebuild_per_worker_envs(env: VecEnv) -> tuple[VecEnv, list[VecEnv]]:
+def rebuild_per_worker_envs(env: VecEnv) -> VecEnv:
     """
     In a worker: replace each :class:`RebuiltPerWorker` VecEnv of ``env``'s chain (a
     :class:`PerWorkerSubprocVecEnv`, an ``AleVecEnv``) by its fresh copy, with environments of
     the worker's own (the inherited one belongs to the main process: it is left untouched, not
-    closed). Returns the (possibly new) outermost env and the envs created.
+    closed). Returns the (possibly new) outermost env.
     """
-    created: list[VecEnv] = []
     parent: VecEnv | None = None
     for wrapper in list(vec_env_chain(env)):
         if isinstance(wrapper, RebuiltPerWorker) and wrapper.creator_pid != os.getpid():
             fresh = wrapper.fresh_copy()
-            created.append(fresh)
             if parent is None:
                 env = fresh
             else:
                 parent.venv = fresh  # type: ignore[attr-defined]
         parent = wrapper
-    return env, created
+    return env
 
 
 def vec_env_chain(env: VecEnv | None) -> Iterator[VecEnv]:
