@@ -3,6 +3,7 @@
 import os
 import queue
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -525,3 +526,26 @@ def test_every_worker_closes_its_environments(tmp_path):
     closed_in = {int(name) for name in os.listdir(tmp_path)}
     assert os.getpid() not in closed_in and len(closed_in) == 2
     model.env.close()
+
+
+def _half_a_message_then_die(context) -> None:
+    if context.worker_id == 0:
+        # What a kill half-way through writing a report leaves in the pipe (a report bigger than the
+        # pipe, the OOM killer): a header announcing 1 MB, and a few bytes of it.
+        os.write(context._outbox._writer.fileno(), struct.pack("!i", 1 << 20) + b"partial")
+        os._exit(9)
+    while not context.budget.stopped:
+        time.sleep(0.01)
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_half_way_through_a_message_is_reported_not_waited_on():
+    from sb3_async.common.pool import WorkerPool
+
+    start = time.monotonic()
+    with pytest.raises(WorkerError, match="exited with code 9"):
+        with WorkerPool(_half_a_message_then_die, [0, 1], 0, 10**9, slack=10) as pool:
+            while True:
+                pool.poll(0.1)
+    # The read of the rest of the message waits for ever, but not in the main thread.
+    assert time.monotonic() - start < 60

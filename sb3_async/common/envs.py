@@ -58,15 +58,30 @@ class RebuiltPerWorker:
 
 
 class _WatchedConnection:
-    """One end of a pipe whose ``recv`` first calls ``wait_for(connection)`` (which may raise)."""
+    """
+    One end of a pipe to an environment process, watched by ``owner``: ``recv`` returns only
+    once there is data (``owner._wait_for`` raises when an environment process dies first), and a
+    broken pipe in ``send`` or ``recv`` asks ``owner._raise_for_a_dead_process`` for the cause.
+    """
 
-    def __init__(self, connection: multiprocessing.connection.Connection, wait_for: Callable[[Any], None]) -> None:
+    def __init__(self, connection: multiprocessing.connection.Connection, owner: "PerWorkerSubprocVecEnv") -> None:
         self._connection = connection
-        self._wait_for = wait_for
+        self._owner = owner
+
+    def send(self, message: Any) -> None:
+        try:
+            self._connection.send(message)
+        except OSError:
+            self._owner._raise_for_a_dead_process()
+            raise
 
     def recv(self) -> Any:
-        self._wait_for(self._connection)
-        return self._connection.recv()
+        self._owner._wait_for(self._connection)
+        try:
+            return self._connection.recv()
+        except (OSError, EOFError):
+            self._owner._raise_for_a_dead_process()
+            raise
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._connection, name)
@@ -112,7 +127,7 @@ class PerWorkerSubprocVecEnv(RebuiltPerWorker, SubprocVecEnv):
 
     @remotes.setter
     def remotes(self, connections: Sequence[multiprocessing.connection.Connection]) -> None:
-        self._watched_remotes = [_WatchedConnection(connection, self._wait_for) for connection in connections]
+        self._watched_remotes = [_WatchedConnection(connection, self) for connection in connections]
 
     def fresh_copy(self) -> "PerWorkerSubprocVecEnv":
         # fork: a forked worker inherits the main process's forkserver bookkeeping, which
@@ -128,6 +143,13 @@ class PerWorkerSubprocVecEnv(RebuiltPerWorker, SubprocVecEnv):
         for ready in multiprocessing.connection.wait([connection, *sentinels]):
             if ready in sentinels:
                 self._raise_for_dead_process(sentinels[ready])
+
+    def _raise_for_a_dead_process(self, wait: float = 5.0) -> None:
+        """After a broken pipe: raise for the environment process that died, once it is seen dead (within ``wait`` s)."""
+        dead = multiprocessing.connection.wait([process.sentinel for process in self.processes], timeout=wait)
+        for process in self.processes:
+            if process.sentinel in dead:
+                self._raise_for_dead_process(process)
 
     def _raise_for_dead_process(self, process: Any) -> None:
         process.join(1.0)

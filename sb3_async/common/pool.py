@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch as th
 
+from sb3_async.common.inbox import Inbox
 from sb3_async.common.signals import deferred_signals, die_with_parent
 from sb3_async.common.stop_clock import StopClock
 from sb3_async.common.worker import WorkerError
@@ -232,6 +233,7 @@ class WorkerPool:
         self.n_workers = len(seeds)
         self.budget = StepBudget(self._mp, len(seeds), base_timesteps, total_timesteps, slack)
         self._queue = self._mp.Queue()
+        self._inbox = Inbox(self._queue)
         self._target = target
         self._seeds = seeds
         self._processes: list[Any] = []
@@ -275,6 +277,7 @@ class WorkerPool:
                 )
                 process.start()
                 self._processes.append(process)
+        self._inbox.start()
 
     @property
     def global_steps(self) -> int:
@@ -329,14 +332,13 @@ class WorkerPool:
 
     def _drain(self, timeout: float) -> list[tuple[str, int, Any]]:
         messages = []
-        block = timeout > 0
         while True:
             try:
                 with deferred_signals():
-                    message = self._queue.get(block, timeout) if block else self._queue.get_nowait()
+                    message = self._inbox.get(timeout)
             except queue.Empty:
                 return messages
-            block = False
+            timeout = 0
             kind, worker_id, payload = message
             if kind == "done":
                 self._finished.add(worker_id)
@@ -387,6 +389,7 @@ class WorkerPool:
                 if process.is_alive():
                     problems.append(self._end_hung_worker(worker_id, process))
                     ended.add(worker_id)
+            inbox_stopped = self._inbox.stop()
             self._drain(0)
             self._finished.update(ended)  # reported above: not again as a death
             self._detect_deaths()
@@ -396,8 +399,9 @@ class WorkerPool:
                 if worker_id not in self._reported
             ]
             self._reported.update(self._errors)
-        self._queue.close()
-        self._queue.join_thread()
+        if inbox_stopped:
+            self._queue.close()
+            self._queue.join_thread()
         for name in os.listdir(self._stack_dir):
             os.unlink(os.path.join(self._stack_dir, name))
         os.rmdir(self._stack_dir)
