@@ -2,6 +2,7 @@
 
 import os
 import queue
+import shutil
 import signal
 import struct
 import subprocess
@@ -305,6 +306,7 @@ def test_a_worker_hung_in_its_environment_is_ended_and_reported(tmp_path, monkey
     message = str(error.value)
     assert "did not stop within 2 s of the end of training" in message
     assert "in step" in message and "test_failures.py" in message, "the stack it hung in"
+    assert "SystemExit" not in message, "reported once, not again as the error of the signal that ended it"
 
 
 class SlowEveryTenthStep(gym.Wrapper):
@@ -509,22 +511,31 @@ def test_an_environment_process_failing_to_start_or_reset_carries_its_traceback(
     env.close()
 
 
-class RecordsClose(gym.Wrapper):
+class OwnsAScratchDirectory(gym.Wrapper):
+    """CartPole with a directory made when it is built and removed when it is closed (recordings, say)."""
+
     def __init__(self, directory: str):
         super().__init__(gym.make("CartPole-v1"))
         self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+
+    def reset(self, **kwargs):
+        assert os.path.isdir(self.directory), "the environment's directory is gone"
+        return super().reset(**kwargs)
 
     def close(self):
-        open(os.path.join(self.directory, str(os.getpid())), "a").close()
+        shutil.rmtree(self.directory, ignore_errors=True)
         super().close()
 
 
-def test_every_worker_closes_its_environments(tmp_path):
-    model = A3C("MlpPolicy", lambda: RecordsClose(str(tmp_path)), n_workers=2, seed=0)
+def test_workers_leave_the_main_process_environment_open(tmp_path):
+    # The workers step forked copies of the main process's environment: closing them there would
+    # release what the copies share with it.
+    model = A3C("MlpPolicy", lambda: OwnsAScratchDirectory(str(tmp_path / "scratch")), n_workers=2, seed=0)
     model.learn(500)
-    # The environments may have started processes or files of their own in each worker.
-    closed_in = {int(name) for name in os.listdir(tmp_path)}
-    assert os.getpid() not in closed_in and len(closed_in) == 2
+    assert (tmp_path / "scratch").is_dir()
+    model.env.reset()
+    model.learn(500)
     model.env.close()
 
 
@@ -549,3 +560,56 @@ def test_a_worker_killed_half_way_through_a_message_is_reported_not_waited_on():
                 pool.poll(0.1)
     # The read of the rest of the message waits for ever, but not in the main thread.
     assert time.monotonic() - start < 60
+
+
+def _many_reports_then_raise(context) -> None:
+    if context.worker_id == 0:
+        for i in range(20_000):
+            context.send("report", i)
+        raise RuntimeError("the real cause, behind a backlog of reports")
+    while not context.budget.stopped:
+        time.sleep(0.01)
+
+
+def test_a_dead_worker_s_traceback_comes_through_behind_its_reports():
+    from sb3_async.common.pool import WorkerPool
+
+    for _ in range(3):
+        with pytest.raises(WorkerError, match="the real cause, behind a backlog of reports"):
+            with WorkerPool(_many_reports_then_raise, [0, 1], 0, 10**9, slack=10) as pool:
+                while True:
+                    pool.poll(0.1)
+
+
+def _fails_to_rebuild(main_pid: int):
+    if os.getpid() == main_pid:
+        raise ValueError("this object cannot be rebuilt in the main process")
+
+
+class RebuiltOnlyInWorkers:
+    def __init__(self, main_pid: int):
+        self.main_pid = main_pid
+
+    def __reduce__(self):
+        return _fails_to_rebuild, (self.main_pid,)
+
+
+def _sends_an_unreadable_report(context) -> None:
+    if context.worker_id == 0:
+        context.send("report", RebuiltOnlyInWorkers(context._parent_pid))
+    for _ in range(200):  # 200 kB more behind it: the queue must still be read
+        context.send("report", b"x" * 1000)
+    while not context.budget.stopped:
+        time.sleep(0.01)
+
+
+def test_a_message_that_cannot_be_read_is_raised_and_the_workers_still_stop():
+    from sb3_async.common.pool import WorkerPool
+
+    pool = WorkerPool(_sends_an_unreadable_report, [0, 1], 0, 10**9, slack=10)
+    with pytest.raises(WorkerError, match="this object cannot be rebuilt in the main process"):
+        with pool:
+            while True:
+                pool.poll(0.1)
+    assert not any(process.is_alive() for process in pool._processes)
+    assert not os.path.isdir(pool._stack_dir)

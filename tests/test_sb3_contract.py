@@ -112,31 +112,32 @@ def test_batch_norm_statistics_reach_the_shared_model_and_acting_is_in_eval_mode
     np.testing.assert_array_equal(batch, one)
 
 
-def test_a_stale_worker_update_keeps_the_shared_running_variance_positive():
-    model = A3C(
-        "MlpPolicy",
-        make_vec_env("CartPole-v1", n_envs=1),
-        seed=0,
-        policy_kwargs=dict(features_extractor_class=BatchNormExtractor),
-    )
+@pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum 0.1", "cumulative average"])
+def test_a_stale_worker_update_keeps_the_shared_running_variance_positive(momentum):
+    policy_kwargs = dict(features_extractor_class=BatchNormExtractor)
+    model = A3C("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1), seed=0, policy_kwargs=policy_kwargs)
     (shared_norm,) = _batch_norms(model)
+    shared_norm.momentum = momentum
     worker = LocalCopy(model.policy)
     with th.no_grad():
         shared_norm.running_var.fill_(100.0)
+        shared_norm.num_batches_tracked.fill_(10)
         worker.pull()
         (local_norm,) = [m for m in worker.module.modules() if isinstance(m, nn.BatchNorm1d)]
         # Three training batches of (nearly) constant observations: the worker's variance decays
-        # towards 0 from the 100 it pulled, by 100 * (1 - 0.9 ** 3) = 27.1.
+        # towards 0 from the 100 it pulled, to 100 * decay.
         local_norm.train()
         for _ in range(3):
             local_norm(th.ones(4, 8) + 1e-3 * th.randn(4, 8))
+        decay = 0.9**3 if momentum is not None else 10 / 13
+        assert th.allclose(local_norm.running_var, th.full((8,), 100 * decay), atol=0.01)
         # Meanwhile other workers lowered the shared variance to 1.
         shared_norm.running_var.fill_(1.0)
         worker.push_buffers()
-    # Adding the worker's change (-27.1) would give -26.1, NaN in evaluation; its three batches
-    # averaged into the shared 1 give 0.729 plus the batches' small share.
-    assert th.all(shared_norm.running_var > 0.7) and th.all(shared_norm.running_var < 0.75)
-    assert shared_norm.num_batches_tracked == 3
+    # Adding the worker's change (100 * (decay - 1)) would make it negative, NaN in evaluation; its
+    # three batches averaged into the shared 1 give the decay, plus the batches' small share.
+    assert th.allclose(shared_norm.running_var, th.full((8,), decay), atol=0.01)
+    assert shared_norm.num_batches_tracked == 13
     model.policy.set_training_mode(False)
     assert th.isfinite(shared_norm(th.randn(4, 8))).all()
 

@@ -481,7 +481,7 @@ class AsyncAlgorithm:
         set_random_seed(worker.seed)
         self.action_space.seed(worker.seed)  # type: ignore[attr-defined]
         assert self.env is not None
-        self.env = rebuild_per_worker_envs(self.env)
+        self.env, own_envs = rebuild_per_worker_envs(self.env)
         try:
             self.env.seed(worker.seed)
             self._last_obs = self.env.reset()
@@ -491,9 +491,10 @@ class AsyncAlgorithm:
             self._logger = Logger(folder=None, output_formats=[])
             self._worker_loop(worker)
         finally:
-            # The worker's environments are its own from here (forked copies, or fresh copies of the
-            # rebuilt ones): closing them stops what they started in this process (simulators, recorders).
-            self.env.close()
+            # Only the copies built here: the forked ones are the main process's environments, whose
+            # close() may release what they share with it (a directory, a server).
+            for env in own_envs:
+                env.close()
 
     def _worker_loop(self, worker: Worker) -> None:
         """

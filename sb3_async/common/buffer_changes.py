@@ -6,12 +6,15 @@ shared module itself in the Hogwild backend, the main process in the Ray backend
 the shared buffers, without a lock like the parameters' update: two workers writing at the same
 moment can lose one's change (a rare, small error in a running statistic).
 
-A running average that took ``k`` batches since the pull went from ``pulled`` to
-``local = d * pulled + c`` with ``d = (1 - momentum) ** k``: the shared one becomes ``d * shared + c``,
-as if those batches had been averaged into it. Adding the difference ``local - pulled`` instead
-would subtract a decay computed from the stale pulled value: after other workers lowered the
-shared variance meanwhile, it could go negative (NaN in evaluation). Other buffers (counters) get
-their difference added.
+A BatchNorm running average that took ``k`` batches since the pull went from ``pulled`` to
+``local = d * pulled + c``, with ``d = (1 - momentum) ** k`` (``c0 / (c0 + k)`` for the cumulative
+average of ``momentum=None``, ``c0`` the count of batches at the pull): the shared one becomes
+``d * shared + c``, as if those batches had been averaged into it (exactly, for a momentum; for the
+cumulative average, as if no other worker had counted batches meanwhile). Adding the difference
+``local - pulled`` instead would subtract a decay computed from the stale pulled value: after
+other workers lowered the shared variance meanwhile, it could go negative (NaN in evaluation).
+Other buffers (the counts, layers that do not count their batches such as InstanceNorm) get their
+difference added.
 """
 
 from collections.abc import Iterable, Sequence
@@ -25,14 +28,13 @@ BufferChange = tuple[float, th.Tensor]
 
 
 def _has_running_averages(module: th.nn.Module) -> bool:
-    """Whether ``module`` keeps exponential running averages of its batches' statistics (BatchNorm, InstanceNorm)."""
+    """Whether ``module`` keeps running averages of its batches' statistics and counts the batches (BatchNorm)."""
     return (
-        getattr(module, "track_running_stats", False)
-        and getattr(module, "momentum", None) is not None
-        and all(
-            isinstance(getattr(module, name, None), th.Tensor)
-            for name in ("running_mean", "running_var", "num_batches_tracked")
-        )
+        isinstance(module, (th.nn.BatchNorm1d, th.nn.BatchNorm2d, th.nn.BatchNorm3d, th.nn.SyncBatchNorm))
+        and module.track_running_stats
+        and isinstance(module.running_mean, th.Tensor)
+        and isinstance(module.running_var, th.Tensor)
+        and isinstance(module.num_batches_tracked, th.Tensor)
     )
 
 
@@ -47,8 +49,8 @@ class BufferChanges:
     def __init__(self, module: th.nn.Module, buffers: Iterable[th.Tensor]) -> None:
         self._buffers = [(buffer, buffer.detach().clone()) for buffer in buffers]
         marked = {id(buffer): at_mark for buffer, at_mark in self._buffers}
-        # id of a running average -> (momentum, its layer's count of batches, that count at the mark)
-        self._averages: dict[int, tuple[float, th.Tensor, th.Tensor]] = {}
+        # id of a running average -> (momentum or None, its layer's count of batches, that count at the mark)
+        self._averages: dict[int, tuple[float | None, th.Tensor, th.Tensor]] = {}
         for layer in module.modules():
             if _has_running_averages(layer) and id(layer.num_batches_tracked) in marked:
                 count = (layer.momentum, layer.num_batches_tracked, marked[id(layer.num_batches_tracked)])
@@ -70,7 +72,11 @@ class BufferChanges:
                 changes.append((1.0, buffer - at_mark))
             else:
                 momentum, count, count_at_mark = average
-                decay = (1.0 - momentum) ** int(count - count_at_mark)
+                before, after = int(count_at_mark), int(count)
+                if momentum is None:  # PyTorch's cumulative average: batch n weighs 1 / n
+                    decay = before / after if after > 0 else 1.0
+                else:
+                    decay = (1.0 - momentum) ** (after - before)
                 changes.append((decay, buffer - decay * at_mark))
         self.mark()
         return changes

@@ -146,6 +146,8 @@ class PerWorkerSubprocVecEnv(RebuiltPerWorker, SubprocVecEnv):
 
     def _raise_for_a_dead_process(self, wait: float = 5.0) -> None:
         """After a broken pipe: raise for the environment process that died, once it is seen dead (within ``wait`` s)."""
+        if self.closed:  # used after close(): SB3's own error
+            return
         dead = multiprocessing.connection.wait([process.sentinel for process in self.processes], timeout=wait)
         for process in self.processes:
             if process.sentinel in dead:
@@ -174,23 +176,25 @@ class PerWorkerSubprocVecEnv(RebuiltPerWorker, SubprocVecEnv):
         shutil.rmtree(self._stderr_dir, ignore_errors=True)
 
 
-def rebuild_per_worker_envs(env: VecEnv) -> VecEnv:
+def rebuild_per_worker_envs(env: VecEnv) -> tuple[VecEnv, list[VecEnv]]:
     """
     In a worker: replace each :class:`RebuiltPerWorker` VecEnv of ``env``'s chain (a
     :class:`PerWorkerSubprocVecEnv`, an ``AleVecEnv``) by its fresh copy, with environments of
     the worker's own (the inherited one belongs to the main process: it is left untouched, not
-    closed). Returns the (possibly new) outermost env.
+    closed). Returns the (possibly new) outermost env and the envs created.
     """
+    created: list[VecEnv] = []
     parent: VecEnv | None = None
     for wrapper in list(vec_env_chain(env)):
         if isinstance(wrapper, RebuiltPerWorker) and wrapper.creator_pid != os.getpid():
             fresh = wrapper.fresh_copy()
+            created.append(fresh)
             if parent is None:
                 env = fresh
             else:
                 parent.venv = fresh  # type: ignore[attr-defined]
         parent = wrapper
-    return env
+    return env, created
 
 
 def vec_env_chain(env: VecEnv | None) -> Iterator[VecEnv]:

@@ -41,18 +41,19 @@ class Inbox:
             except queue.Empty:
                 if self._stopping.is_set():
                     return
-            except BaseException as error:  # a message that cannot be unpickled: the main thread raises it
+            except (OSError, EOFError) as error:  # the queue itself broke: nothing more can be read
                 self._messages.put(_ReadError(error))
                 return
+            except Exception as error:  # one message that cannot be unpickled here: the next are whole
+                self._messages.put(_ReadError(error))
 
     def get(self, timeout: float) -> Any:
         """
         The next message, waiting up to ``timeout`` seconds (0: not at all); ``queue.Empty`` if none
-        came, or the exception that stopped the reading.
+        came; the exception raised reading a message in its place.
         """
         message = self._messages.get(timeout=timeout) if timeout > 0 else self._messages.get_nowait()
         if isinstance(message, _ReadError):
-            self._messages.put(message)  # every later call raises it too
             raise message.error
         return message
 

@@ -37,6 +37,8 @@ __all__ = ["StepBudget", "WorkerContext", "WorkerPool"]
 _PARENT_CHECK_EVERY = 64
 # Seconds a worker sleeps between two looks at the step limit while it waits for the main process.
 _WAIT_SLEEP = 0.0005
+# Seconds a dead worker's last messages (its traceback) get to come through before it is reported without them.
+_LAST_WORDS_SECONDS = 2.0
 
 
 class _Orphaned(BaseException):
@@ -241,6 +243,9 @@ class WorkerPool:
         self._errors: dict[int, str] = {}
         # Workers whose error has been raised to the user (close() reports the others).
         self._reported: set[int] = set()
+        # A message that could not be read (unpickled) in this process, and whether it was raised.
+        self._unreadable: str | None = None
+        self._unreadable_reported = False
         self._stack_dir = tempfile.mkdtemp(prefix="sb3_async-")
         # When the workers were asked to stop, or the budget was spent: they have a grace period from then.
         self._stop_clock = StopClock(self.n_workers)
@@ -328,6 +333,9 @@ class WorkerPool:
             worker_id, text = min(self._errors.items())
             self._reported.update(self._errors)
             raise WorkerError(f"Worker {worker_id} failed:\n{text}")
+        if self._unreadable is not None and not self._unreadable_reported:
+            self._unreadable_reported = True
+            raise WorkerError(self._unreadable)
         return messages
 
     def _drain(self, timeout: float) -> list[tuple[str, int, Any]]:
@@ -338,6 +346,10 @@ class WorkerPool:
                     message = self._inbox.get(timeout)
             except queue.Empty:
                 return messages
+            except Exception:
+                if self._unreadable is None:
+                    self._unreadable = f"A message from a worker could not be read:\n{traceback.format_exc()}"
+                continue
             timeout = 0
             kind, worker_id, payload = message
             if kind == "done":
@@ -355,8 +367,10 @@ class WorkerPool:
         ]
         if not dead:
             return
-        # A worker that raised sends its traceback before exiting; give it time to arrive.
-        self._drain(0.5)
+        # A worker that raised sends its traceback before exiting: give it time to come through the inbox.
+        deadline = time.monotonic() + _LAST_WORDS_SECONDS
+        while time.monotonic() < deadline and any(i not in self._finished and i not in self._errors for i, _ in dead):
+            self._drain(0.05)
         for worker_id, process in dead:
             if worker_id in self._finished or worker_id in self._errors:
                 continue
@@ -393,12 +407,16 @@ class WorkerPool:
             self._drain(0)
             self._finished.update(ended)  # reported above: not again as a death
             self._detect_deaths()
+            # An ended worker's own error is the SystemExit of the SIGTERM that ended it: reported above.
             problems += [
                 f"Worker {worker_id} failed:\n{text}"
                 for worker_id, text in sorted(self._errors.items())
-                if worker_id not in self._reported
+                if worker_id not in self._reported and worker_id not in ended
             ]
             self._reported.update(self._errors)
+            if self._unreadable is not None and not self._unreadable_reported:
+                problems.append(self._unreadable)
+                self._unreadable_reported = True
         if inbox_stopped:
             self._queue.close()
             self._queue.join_thread()
