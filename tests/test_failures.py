@@ -7,6 +7,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -509,6 +510,17 @@ def test_an_environment_process_failing_to_start_or_reset_carries_its_traceback(
     assert f"the simulator could not {'start' if where == 'init' else 'reset'} on purpose" in message
     assert f"the process of environment {which}" in message
     env.close()
+
+
+def test_an_environment_that_cannot_be_built_leaves_no_directory(tmp_path, monkeypatch):
+    from functools import partial
+
+    from sb3_async.common.envs import PerWorkerSubprocVecEnv
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(RuntimeError, match="the simulator could not start on purpose"):
+        PerWorkerSubprocVecEnv([partial(FailingInWorkers, "init", -1)], start_method="fork")
+    assert os.listdir(tmp_path) == []
 
 
 class OwnsAScratchDirectory(gym.Wrapper):

@@ -117,7 +117,11 @@ class PerWorkerSubprocVecEnv(RebuiltPerWorker, SubprocVecEnv):
         self._stderr_dir = tempfile.mkdtemp(prefix="sb3_async-env-")
         # Runs in each process forked from now on (with "fork": this one's sub-processes).
         multiprocessing.util.register_after_fork(self, PerWorkerSubprocVecEnv._keep_stderr)
-        super().__init__(self.env_fns, start_method)
+        try:
+            super().__init__(self.env_fns, start_method)
+        except BaseException:
+            shutil.rmtree(self._stderr_dir, ignore_errors=True)  # what it held is in the exception
+            raise
 
     # SubprocVecEnv's __init__ sets ``remotes`` and already waits on them (the spaces, ``render_mode``):
     # every connection is watched from the moment it is set.
