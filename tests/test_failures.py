@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 
 import gymnasium as gym
@@ -593,35 +594,81 @@ def test_a_dead_worker_s_traceback_comes_through_behind_its_reports():
                     pool.poll(0.1)
 
 
-def _fails_to_rebuild(main_pid: int):
+def _fails_to_rebuild(main_pid: int, error: type):
     if os.getpid() == main_pid:
-        raise ValueError("this object cannot be rebuilt in the main process")
+        raise error("this object cannot be rebuilt in the main process")
 
 
 class RebuiltOnlyInWorkers:
-    def __init__(self, main_pid: int):
-        self.main_pid = main_pid
+    def __init__(self, main_pid: int, error: type):
+        self.main_pid, self.error = main_pid, error
 
     def __reduce__(self):
-        return _fails_to_rebuild, (self.main_pid,)
+        return _fails_to_rebuild, (self.main_pid, self.error)
 
 
-def _sends_an_unreadable_report(context) -> None:
+def _sends_an_unreadable_report(context, error: type) -> None:
     if context.worker_id == 0:
-        context.send("report", RebuiltOnlyInWorkers(context._parent_pid))
+        context.send("report", RebuiltOnlyInWorkers(context._parent_pid, error))
     for _ in range(200):  # 200 kB more behind it: the queue must still be read
         context.send("report", b"x" * 1000)
     while not context.budget.stopped:
         time.sleep(0.01)
 
 
-def test_a_message_that_cannot_be_read_is_raised_and_the_workers_still_stop():
+# OSError: a tensor shared through a file descriptor that its sender has closed, say.
+@pytest.mark.parametrize("error", [ValueError, OSError], ids=lambda error: error.__name__)
+def test_a_message_that_cannot_be_read_is_raised_and_the_workers_still_stop(error, capsys):
+    from functools import partial
+
     from sb3_async.common.pool import WorkerPool
 
-    pool = WorkerPool(_sends_an_unreadable_report, [0, 1], 0, 10**9, slack=10)
-    with pytest.raises(WorkerError, match="this object cannot be rebuilt in the main process"):
+    pool = WorkerPool(partial(_sends_an_unreadable_report, error=error), [0, 1], 0, 10**9, slack=10)
+    with pytest.raises(WorkerError, match="A message from a worker could not be read"):
         with pool:
             while True:
                 pool.poll(0.1)
     assert not any(process.is_alive() for process in pool._processes)
     assert not os.path.isdir(pool._stack_dir)
+    # The messages behind it were read: each worker could flush its reports and say it was done.
+    left = capsys.readouterr().err
+    assert "without reporting an error" not in left and "did not stop" not in left
+
+
+def _twenty_reports(context) -> None:
+    for i in range(20):
+        context.send("report", (context.worker_id, i))
+
+
+def test_every_report_of_workers_that_finished_is_returned():
+    from sb3_async.common.pool import WorkerPool
+
+    for _ in range(10):
+        pool = WorkerPool(_twenty_reports, [0, 1], 0, 10**9, slack=10**9)
+        received = []
+        with pool:
+            # The workers exit right after their reports: poll often sees an exit before its "done".
+            while not pool.finished:
+                received += pool.poll(0.02)
+        assert sorted(payload for _, _, payload in received) == [(w, i) for w in (0, 1) for i in range(20)]
+
+
+def _fails_after_the_stop_then_hangs_at_exit(context) -> None:
+    # A non-daemon thread: the process waits for it at exit, after the error was sent.
+    threading.Thread(target=time.sleep, args=(60,)).start()
+    while not context.budget.stopped:
+        time.sleep(0.01)
+    raise ValueError("a genuine error raised after the stop")
+
+
+def test_the_error_of_a_worker_that_then_hung_is_reported_with_the_hang(monkeypatch):
+    from sb3_async.common import stop_clock
+    from sb3_async.common.pool import WorkerPool
+
+    monkeypatch.setattr(stop_clock, "STOP_GRACE_SECONDS", 1.0)
+    pool = WorkerPool(_fails_after_the_stop_then_hangs_at_exit, [0], 0, 10**9, slack=10)
+    pool.start()
+    time.sleep(0.5)
+    problems = "\n".join(pool.close())
+    assert "did not stop within 1 s" in problems
+    assert "a genuine error raised after the stop" in problems

@@ -7,6 +7,10 @@ from typing import Any
 __all__ = ["Inbox"]
 
 
+# Reads failing one after the other before the queue is taken for broken.
+_MAX_FAILURES_IN_A_ROW = 100
+
+
 class _ReadError:
     def __init__(self, error: BaseException) -> None:
         self.error = error
@@ -35,17 +39,22 @@ class Inbox:
             self._thread.start()
 
     def _read(self) -> None:
+        failures_in_a_row = 0
         while True:
             try:
                 self._messages.put(self._source.get(timeout=0.05))
+                failures_in_a_row = 0
             except queue.Empty:
                 if self._stopping.is_set():
                     return
-            except (OSError, EOFError) as error:  # the queue itself broke: nothing more can be read
+            except Exception as error:
+                # One message that cannot be rebuilt here (even an OSError: a tensor shared by a file
+                # descriptor its sender closed): the next ones are whole. Only a queue that fails
+                # every read is given up.
                 self._messages.put(_ReadError(error))
-                return
-            except Exception as error:  # one message that cannot be unpickled here: the next are whole
-                self._messages.put(_ReadError(error))
+                failures_in_a_row += 1
+                if failures_in_a_row >= _MAX_FAILURES_IN_A_ROW:
+                    return
 
     def get(self, timeout: float) -> Any:
         """

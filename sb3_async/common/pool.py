@@ -328,7 +328,7 @@ class WorkerPool:
         if self.budget.stopped or self.budget.global_steps >= self.budget.total:
             self._note_stopping()
         if not self._errors:
-            self._detect_deaths()
+            messages += self._detect_deaths()
         if self._errors:
             worker_id, text = min(self._errors.items())
             self._reported.update(self._errors)
@@ -359,18 +359,20 @@ class WorkerPool:
             else:
                 messages.append(message)
 
-    def _detect_deaths(self) -> None:
+    def _detect_deaths(self) -> list[tuple[str, int, Any]]:
+        """Record an error for each worker that exited without saying why; returns the messages read meanwhile."""
         dead = [
             (i, p)
             for i, p in enumerate(self._processes)
             if p.exitcode is not None and i not in self._finished and i not in self._errors
         ]
+        messages: list[tuple[str, int, Any]] = []
         if not dead:
-            return
-        # A worker that raised sends its traceback before exiting: give it time to come through the inbox.
+            return messages
+        # A worker that raised or finished says so before exiting: give it time to come through the inbox.
         deadline = time.monotonic() + _LAST_WORDS_SECONDS
         while time.monotonic() < deadline and any(i not in self._finished and i not in self._errors for i, _ in dead):
-            self._drain(0.05)
+            messages += self._drain(0.05)
         for worker_id, process in dead:
             if worker_id in self._finished or worker_id in self._errors:
                 continue
@@ -383,6 +385,7 @@ class WorkerPool:
             else:
                 reason = f"exited with code {code} without reporting an error"
             self._errors[worker_id] = f"worker process {process.pid} {reason}"
+        return messages
 
     def close(self) -> list[str]:
         """
@@ -398,6 +401,7 @@ class WorkerPool:
             while any(p.is_alive() for p in self._processes) and time.monotonic() < deadline:
                 # Keep reading: a worker cannot exit while its queue feeder still has data to write.
                 self._drain(0.05)
+            failed_before = set(self._errors)
             ended = set()
             for worker_id, process in enumerate(self._processes):
                 if process.is_alive():
@@ -407,11 +411,11 @@ class WorkerPool:
             self._drain(0)
             self._finished.update(ended)  # reported above: not again as a death
             self._detect_deaths()
-            # An ended worker's own error is the SystemExit of the SIGTERM that ended it: reported above.
+            # What an ended worker sent after it was ended is the SystemExit of its SIGTERM: reported above.
             problems += [
                 f"Worker {worker_id} failed:\n{text}"
                 for worker_id, text in sorted(self._errors.items())
-                if worker_id not in self._reported and worker_id not in ended
+                if worker_id not in self._reported and (worker_id not in ended or worker_id in failed_before)
             ]
             self._reported.update(self._errors)
             if self._unreadable is not None and not self._unreadable_reported:
