@@ -32,9 +32,6 @@ def _has_running_averages(module: th.nn.Module) -> bool:
     return (
         isinstance(module, (th.nn.BatchNorm1d, th.nn.BatchNorm2d, th.nn.BatchNorm3d, th.nn.SyncBatchNorm))
         and module.track_running_stats
-        and isinstance(module.running_mean, th.Tensor)
-        and isinstance(module.running_var, th.Tensor)
-        and isinstance(module.num_batches_tracked, th.Tensor)
     )
 
 

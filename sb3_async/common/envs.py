@@ -141,21 +141,17 @@ class PerWorkerSubprocVecEnv(RebuiltPerWorker, SubprocVecEnv):
     def _keep_stderr(self) -> None:
         sys.stderr = _Tee(sys.stderr, os.path.join(self._stderr_dir, f"{os.getpid()}.err"))
 
-    def _wait_for(self, connection: multiprocessing.connection.Connection) -> None:
-        """Wait until ``connection`` has data to read, or raise when an environment process dies first."""
+    def _wait_for(self, *connections: multiprocessing.connection.Connection, timeout: float | None = None) -> None:
+        """Wait until one of ``connections`` has data (or ``timeout``); raise if an environment process dies first."""
         sentinels = {process.sentinel: process for process in self.processes}
-        for ready in multiprocessing.connection.wait([connection, *sentinels]):
+        for ready in multiprocessing.connection.wait([*connections, *sentinels], timeout):
             if ready in sentinels:
                 self._raise_for_dead_process(sentinels[ready])
 
     def _raise_for_a_dead_process(self, wait: float = 5.0) -> None:
         """After a broken pipe: raise for the environment process that died, once it is seen dead (within ``wait`` s)."""
-        if self.closed:  # used after close(): SB3's own error
-            return
-        dead = multiprocessing.connection.wait([process.sentinel for process in self.processes], timeout=wait)
-        for process in self.processes:
-            if process.sentinel in dead:
-                self._raise_for_dead_process(process)
+        if not self.closed:  # used after close(): SB3's own error
+            self._wait_for(timeout=wait)
 
     def _raise_for_dead_process(self, process: Any) -> None:
         process.join(1.0)

@@ -380,15 +380,13 @@ class AsyncQLearning(AsyncAlgorithm, OffPolicyAlgorithm):
         """A worker's ε at ``T = global_steps``: annealed linearly from the initial to its final value."""
         if self.exploration_steps is not None:
             length = self.exploration_steps
-            start = 0
         else:
             # DQN's schedule: a fraction of the budget, counted from T = 0 as DQN's progress is, so
             # that learn(..., reset_num_timesteps=False) goes on at the final ε instead of starting again.
             length = self.exploration_fraction * self._total_timesteps  # type: ignore[operator]
-            start = 0
         if length <= 0:
             return final_eps
-        progress_remaining = 1.0 - min(1.0, max(0.0, (global_steps - start) / length))
+        progress_remaining = 1.0 - min(1.0, max(0.0, global_steps / length))
         return LinearSchedule(self.exploration_initial_eps, final_eps, 1.0)(progress_remaining)
 
     def _mean_epsilon(self) -> float:
